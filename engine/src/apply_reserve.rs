@@ -69,7 +69,9 @@ impl Engine {
         if !auto.is_empty() {
             if let Some(loc) = self.single_covering_location(r, &auto, plan) {
                 for &i in &auto {
-                    let row = self.row_at(&r.lines[i].sku, loc).expect("covering row exists");
+                    let row = self
+                        .row_at(&r.lines[i].sku, loc)
+                        .expect("covering row exists");
                     plan.push(Planned {
                         row,
                         request_line: i as u16,
@@ -190,7 +192,11 @@ impl Engine {
         candidates.sort_by_key(|&(row, _)| self.rank(r, self.rows.row(row).location));
         let line = i as u16;
         if let Some(&(row, _)) = candidates.iter().find(|&&(_, a)| a >= want) {
-            plan.push(Planned { row, request_line: line, quantity: want });
+            plan.push(Planned {
+                row,
+                request_line: line,
+                quantity: want,
+            });
             return Ok(());
         }
         let total: i64 = candidates.iter().map(|&(_, a)| a).sum();
@@ -199,23 +205,39 @@ impl Engine {
             line,
             location: best.map(|(row, _)| self.rows.row(row).location),
             requested: want as u64,
-            available: if r.allow_split { total } else { best.map_or(0, |(_, a)| a) },
+            available: if r.allow_split {
+                total
+            } else {
+                best.map_or(0, |(_, a)| a)
+            },
         };
         if r.allow_split && (total >= want || r.policy == FillPolicy::Partial) && total > 0 {
             let mut left = want;
             for &(row, available) in &candidates {
                 let take = available.min(left);
-                plan.push(Planned { row, request_line: line, quantity: take });
+                plan.push(Planned {
+                    row,
+                    request_line: line,
+                    quantity: take,
+                });
                 left -= take;
                 if left == 0 {
                     break;
                 }
             }
-            return if left == 0 || r.policy == FillPolicy::Partial { Ok(()) } else { Err(shortfall) };
+            return if left == 0 || r.policy == FillPolicy::Partial {
+                Ok(())
+            } else {
+                Err(shortfall)
+            };
         }
         match (r.policy, best) {
             (FillPolicy::Partial, Some((row, available))) => {
-                plan.push(Planned { row, request_line: line, quantity: available });
+                plan.push(Planned {
+                    row,
+                    request_line: line,
+                    quantity: available,
+                });
                 Ok(())
             }
             _ => Err(shortfall),

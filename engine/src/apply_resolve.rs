@@ -153,8 +153,15 @@ impl Engine {
         cause: ReleaseCause,
         events: &mut Vec<Event>,
     ) -> (u64, u64) {
-        let res = self.reservations.get_mut(id).expect("settling a known reservation");
-        assert_eq!(res.state, ReservationState::Pending, "a reservation resolves at most once");
+        let res = self
+            .reservations
+            .get_mut(id)
+            .expect("settling a known reservation");
+        assert_eq!(
+            res.state,
+            ReservationState::Pending,
+            "a reservation resolves at most once"
+        );
         res.state = state;
         let (mut confirmed_total, mut released_total) = (0u64, 0u64);
         let mut touched: SmallVec<[RowId; 4]> = SmallVec::new();
@@ -166,7 +173,11 @@ impl Engine {
             let row = self.rows.row_mut(line.row);
             row.held -= line.quantity as i64;
             row.on_hand -= confirmed as i64;
-            assert!(row.held >= 0, "conservation: held went negative on {:?}", line.row);
+            assert!(
+                row.held >= 0,
+                "conservation: held went negative on {:?}",
+                line.row
+            );
             if confirmed > 0 {
                 events.push(Event::Confirmed {
                     reservation: id,

@@ -77,7 +77,11 @@ impl Engine {
         })
     }
 
-    pub(crate) fn upsert_location(&mut self, u: &UpsertLocation, events: &mut Vec<Event>) -> Outcome {
+    pub(crate) fn upsert_location(
+        &mut self,
+        u: &UpsertLocation,
+        events: &mut Vec<Event>,
+    ) -> Outcome {
         if self.locations.get(&u.location).is_none() && self.locations.is_full() {
             return Err(InvalidArgument {
                 field: "location",

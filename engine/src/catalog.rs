@@ -155,7 +155,10 @@ impl LocationTable {
             loc.priority = priority;
             return (id, false);
         }
-        assert!(!self.is_full(), "location table full; callers check is_full");
+        assert!(
+            !self.is_full(),
+            "location table full; callers check is_full"
+        );
         let id = LocationId(self.locations.len() as u16);
         let name: Arc<str> = Arc::from(name);
         self.locations.push(Location {

@@ -209,7 +209,11 @@ fn check_name(
 
 fn check_ttl(ttl_ms: u64) -> Result<(), InvalidArgument> {
     if !(TTL_MS_MIN..=TTL_MS_MAX).contains(&ttl_ms) {
-        return Err(invalid("ttl_ms", None, "must be between 1000 and 86400000 ms"));
+        return Err(invalid(
+            "ttl_ms",
+            None,
+            "must be between 1000 and 86400000 ms",
+        ));
     }
     Ok(())
 }
@@ -270,7 +274,11 @@ impl Reserve {
                 check_name(location, LOCATION_BYTES_MAX, "location", Some(i))?;
             }
             if !(1..=LINE_QUANTITY_MAX).contains(&line.quantity) {
-                return Err(invalid("quantity", Some(i), "must be between 1 and 1000000"));
+                return Err(invalid(
+                    "quantity",
+                    Some(i),
+                    "must be between 1 and 1000000",
+                ));
             }
         }
         check_ttl(self.ttl_ms)
@@ -283,15 +291,27 @@ impl Confirm {
             return Ok(());
         };
         if quantities.is_empty() || quantities.len() > RESERVE_LINES_MAX * RESERVE_LINES_MAX {
-            return Err(invalid("quantities", None, "must have one entry per reservation line"));
+            return Err(invalid(
+                "quantities",
+                None,
+                "must have one entry per reservation line",
+            ));
         }
         for (i, &q) in quantities.iter().enumerate() {
             if !(0..=LINE_QUANTITY_MAX).contains(&q) {
-                return Err(invalid("quantities", Some(i), "must be between 0 and 1000000"));
+                return Err(invalid(
+                    "quantities",
+                    Some(i),
+                    "must be between 0 and 1000000",
+                ));
             }
         }
         if quantities.iter().all(|&q| q == 0) {
-            return Err(invalid("quantities", None, "confirm at least one unit, or use Release"));
+            return Err(invalid(
+                "quantities",
+                None,
+                "confirm at least one unit, or use Release",
+            ));
         }
         Ok(())
     }
@@ -306,7 +326,11 @@ impl AdjustStock {
         }
         if let Some(expected) = self.expected_on_hand {
             if expected.unsigned_abs() > STOCK_MAGNITUDE_MAX as u64 {
-                return Err(invalid("expected_on_hand", None, "magnitude must be at most 10^12"));
+                return Err(invalid(
+                    "expected_on_hand",
+                    None,
+                    "magnitude must be at most 10^12",
+                ));
             }
         }
         Ok(())
@@ -338,7 +362,11 @@ impl SetPolicy {
         }
         if let LimitChange::Set(limit) = self.customer_limit {
             if !(1..=CUSTOMER_LIMIT_MAX).contains(&limit.max_units) {
-                return Err(invalid("customer_limit.max_units", None, "must be between 1 and 10^9"));
+                return Err(invalid(
+                    "customer_limit.max_units",
+                    None,
+                    "must be between 1 and 10^9",
+                ));
             }
         }
         Ok(())

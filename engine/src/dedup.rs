@@ -138,7 +138,10 @@ mod tests {
         let dropped = t.rotate(0);
         assert!(dropped.entries.is_empty());
         t.insert(RequestId(2), remembered());
-        assert!(t.get(RequestId(0)).is_some(), "previous generation is still consulted");
+        assert!(
+            t.get(RequestId(0)).is_some(),
+            "previous generation is still consulted"
+        );
         t.insert(RequestId(3), remembered());
         let dropped = t.rotate(0);
         assert_eq!(dropped.entries.len(), 2);

@@ -204,10 +204,9 @@ impl Engine {
     pub(crate) fn touch(&mut self, row: RowId) {
         let r = self.rows.row(row);
         let sku = r.sku;
-        if r.available() <= self.config.scarce_units || self.skus.entry(sku).published {
-            if !self.touched.contains(&sku) {
-                self.touched.push(sku);
-            }
+        let watched = r.available() <= self.config.scarce_units || self.skus.entry(sku).published;
+        if watched && !self.touched.contains(&sku) {
+            self.touched.push(sku);
         }
     }
 
@@ -397,9 +396,9 @@ impl Engine {
                 continue;
             }
             for line in &res.lines {
-                let slot = held
-                    .get_mut(line.row.0 as usize)
-                    .ok_or_else(|| format!("reservation {id:?} names unknown row {:?}", line.row))?;
+                let slot = held.get_mut(line.row.0 as usize).ok_or_else(|| {
+                    format!("reservation {id:?} names unknown row {:?}", line.row)
+                })?;
                 *slot += line.quantity as i64;
             }
         }

@@ -184,7 +184,11 @@ impl ReservationSlab {
     /// Frees the slot of `id`; its next occupant gets a new generation.
     pub(crate) fn remove(&mut self, id: ReservationId) {
         let slot = &mut self.slots[id.slot() as usize];
-        assert_eq!(slot.generation, id.generation(), "removing a stale reservation id");
+        assert_eq!(
+            slot.generation,
+            id.generation(),
+            "removing a stale reservation id"
+        );
         assert!(slot.reservation.take().is_some(), "removing an empty slot");
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.slot());
@@ -234,7 +238,10 @@ mod tests {
         let b = slab.insert(res());
         assert_eq!(a.slot(), b.slot());
         assert_ne!(a, b);
-        assert!(slab.get(a).is_none(), "stale id must not reach the new occupant");
+        assert!(
+            slab.get(a).is_none(),
+            "stale id must not reach the new occupant"
+        );
         assert!(slab.get(b).is_some());
         assert_eq!(slab.live, 1);
     }

@@ -247,23 +247,37 @@ fn encode_outcome(w: &mut Writer, o: &Outcome) {
             w.u8(0);
             w.u64(reservation.0);
         }
-        Ok(Success::Confirmed { reservation, units_confirmed, units_released }) => {
+        Ok(Success::Confirmed {
+            reservation,
+            units_confirmed,
+            units_released,
+        }) => {
             w.u8(1);
             w.u64(reservation.0);
             w.u64(units_confirmed);
             w.u64(units_released);
         }
-        Ok(Success::Released { reservation, units_released }) => {
+        Ok(Success::Released {
+            reservation,
+            units_released,
+        }) => {
             w.u8(2);
             w.u64(reservation.0);
             w.u64(units_released);
         }
-        Ok(Success::Extended { reservation, expires_at_ms }) => {
+        Ok(Success::Extended {
+            reservation,
+            expires_at_ms,
+        }) => {
             w.u8(3);
             w.u64(reservation.0);
             w.u64(expires_at_ms);
         }
-        Ok(Success::Adjusted { row, on_hand, available }) => {
+        Ok(Success::Adjusted {
+            row,
+            on_hand,
+            available,
+        }) => {
             w.u8(4);
             w.u32(row.0);
             w.i64(on_hand);
@@ -278,12 +292,20 @@ fn encode_outcome(w: &mut Writer, o: &Outcome) {
             w.u8(6);
             w.u32(sku.0);
         }
-        Ok(Success::Expired { reservations, units_released }) => {
+        Ok(Success::Expired {
+            reservations,
+            units_released,
+        }) => {
             w.u8(7);
             w.u64(reservations);
             w.u64(units_released);
         }
-        Err(Refusal::OutOfStock { line, location, requested, available }) => {
+        Err(Refusal::OutOfStock {
+            line,
+            location,
+            requested,
+            available,
+        }) => {
             w.u8(16);
             w.u16(line);
             w.u8(location.is_some() as u8);
@@ -291,7 +313,12 @@ fn encode_outcome(w: &mut Writer, o: &Outcome) {
             w.u64(requested);
             w.i64(available);
         }
-        Err(Refusal::LimitExceeded { line, limit, used, requested }) => {
+        Err(Refusal::LimitExceeded {
+            line,
+            limit,
+            used,
+            requested,
+        }) => {
             w.u8(17);
             w.u16(line);
             w.u64(limit);
@@ -339,7 +366,9 @@ fn decode_body(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotError> 
 fn decode_catalog(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotError> {
     let n = r.count(4 + 4 + 4)?;
     if n > LOCATIONS_MAX {
-        return Err(r.corrupt(format!("{n} locations exceed {LOCATIONS_MAX}")).into());
+        return Err(r
+            .corrupt(format!("{n} locations exceed {LOCATIONS_MAX}"))
+            .into());
     }
     e.locations = LocationTable::new();
     for _ in 0..n {
@@ -362,7 +391,9 @@ fn decode_catalog(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotErro
     }
     let n = r.count(8 * 4 + 4 + 2 + 4)?;
     if n as u64 > SNAPSHOT_ROWS_MAX {
-        return Err(r.corrupt(format!("{n} rows exceed the row id space")).into());
+        return Err(r
+            .corrupt(format!("{n} rows exceed the row id space"))
+            .into());
     }
     e.rows = StockTable::new();
     for _ in 0..n {
@@ -375,7 +406,8 @@ fn decode_catalog(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotErro
             location: LocationId(r.u16()?),
             next_in_sku: r.u32()?,
         };
-        if row.sku.0 as usize >= e.skus.len() || row.location.0 as usize >= e.locations.all().len() {
+        if row.sku.0 as usize >= e.skus.len() || row.location.0 as usize >= e.locations.all().len()
+        {
             return Err(r.corrupt("row names an unknown SKU or location").into());
         }
         if row.next_in_sku != NO_ROW && row.next_in_sku as usize >= n {
@@ -444,7 +476,9 @@ fn decode_reservations(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), Snapsho
             .ok_or_else(|| r.corrupt(format!("free slot {slot} out of range or repeated")))?;
         *fresh = true;
         if e.reservations.slots[slot as usize].reservation.is_some() {
-            return Err(r.corrupt(format!("free list names occupied slot {slot}")).into());
+            return Err(r
+                .corrupt(format!("free list names occupied slot {slot}"))
+                .into());
         }
         e.reservations.free.push(slot);
     }
@@ -464,11 +498,13 @@ fn decode_reservation(e: &Engine, r: &mut Reader<'_>) -> Result<Reservation, Sna
     }
     let expires_at_ms = r.u64()?;
     let created_at_ms = r.u64()?;
-    let state = ReservationState::from_u8(r.u8()?)
-        .ok_or_else(|| r.corrupt("unknown reservation state"))?;
+    let state =
+        ReservationState::from_u8(r.u8()?).ok_or_else(|| r.corrupt("unknown reservation state"))?;
     let remembered = r.bool()?;
     if !remembered && state != ReservationState::Pending {
-        return Err(r.corrupt("a resolved, forgotten reservation was not freed").into());
+        return Err(r
+            .corrupt("a resolved, forgotten reservation was not freed")
+            .into());
     }
     let n = r.count(4 + 2 + 4 + 4 + 8 + 4)?;
     let mut lines = smallvec::SmallVec::with_capacity(n);
@@ -482,7 +518,9 @@ fn decode_reservation(e: &Engine, r: &mut Reader<'_>) -> Result<Reservation, Sna
             limit_epoch: r.u32()?,
         };
         if line.row.0 as usize >= e.rows.len() || line.confirmed > line.quantity {
-            return Err(r.corrupt("reservation line names an unknown row or over-confirms").into());
+            return Err(r
+                .corrupt("reservation line names an unknown row or over-confirms")
+                .into());
         }
         lines.push(line);
     }
@@ -508,7 +546,9 @@ fn decode_limits(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotError
         };
         let epoch = r.u32()?;
         if sku.0 as usize >= e.skus.len() || epoch == 0 || epoch > e.limits.last_epoch {
-            return Err(r.corrupt("customer limit names an unknown SKU or epoch").into());
+            return Err(r
+                .corrupt("customer limit names an unknown SKU or epoch")
+                .into());
         }
         e.limits.active.insert(sku, ActiveLimit { limit, epoch });
     }
@@ -518,7 +558,9 @@ fn decode_limits(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotError
         let customer = r.str(PARTY_BYTES_MAX)?;
         let units = r.u64()?;
         if !e.limits.active.contains_key(&sku) || units == 0 {
-            return Err(r.corrupt("usage for a SKU without a limit, or of zero units").into());
+            return Err(r
+                .corrupt("usage for a SKU without a limit, or of zero units")
+                .into());
         }
         e.limits.usage.insert(
             UsageKey {
@@ -557,8 +599,14 @@ fn decode_outcome(e: &Engine, r: &mut Reader<'_>) -> Result<Outcome, SnapshotErr
     let outcome = match tag {
         0 => {
             let reservation = ReservationId(r.u64()?);
-            if !e.reservations.get(reservation).is_some_and(|res| res.remembered) {
-                return Err(r.corrupt("remembered reserve names no retained reservation").into());
+            if !e
+                .reservations
+                .get(reservation)
+                .is_some_and(|res| res.remembered)
+            {
+                return Err(r
+                    .corrupt("remembered reserve names no retained reservation")
+                    .into());
             }
             Ok(Success::Reserved { reservation })
         }
@@ -589,7 +637,9 @@ fn decode_outcome(e: &Engine, r: &mut Reader<'_>) -> Result<Outcome, SnapshotErr
         5 => {
             let location = LocationId(r.u16()?);
             if location.0 as usize >= e.locations.all().len() {
-                return Err(r.corrupt("remembered outcome names an unknown location").into());
+                return Err(r
+                    .corrupt("remembered outcome names an unknown location")
+                    .into());
             }
             Ok(Success::LocationUpserted {
                 location,
@@ -612,7 +662,9 @@ fn decode_outcome(e: &Engine, r: &mut Reader<'_>) -> Result<Outcome, SnapshotErr
             let has_location = r.bool()?;
             let location = LocationId(r.u16()?);
             if has_location && location.0 as usize >= e.locations.all().len() {
-                return Err(r.corrupt("remembered refusal names an unknown location").into());
+                return Err(r
+                    .corrupt("remembered refusal names an unknown location")
+                    .into());
             }
             Err(Refusal::OutOfStock {
                 line,

@@ -92,7 +92,12 @@ impl StockTable {
     }
 
     /// Creates the row `(sku, location)` with no stock.
-    pub(crate) fn insert(&mut self, skus: &mut SkuTable, sku: SkuId, location: LocationId) -> RowId {
+    pub(crate) fn insert(
+        &mut self,
+        skus: &mut SkuTable,
+        sku: SkuId,
+        location: LocationId,
+    ) -> RowId {
         let id = u32::try_from(self.rows.len())
             .ok()
             .filter(|&id| id != NO_ROW)

@@ -17,7 +17,14 @@ fn reserve_holds_and_reports_allocation() {
     assert_eq!(res.expires_at_ms, T0 + 60_000);
     assert_eq!((res.owner(), res.customer()), ("cart-1", "cust-1"));
     assert_eq!(res.lines[0].available_after, 7);
-    assert!(matches!(l.events[..], [Event::Held { quantity: 3, available_after: 7, .. }]));
+    assert!(matches!(
+        l.events[..],
+        [Event::Held {
+            quantity: 3,
+            available_after: 7,
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -27,7 +34,12 @@ fn out_of_stock_names_line_location_and_available() {
     let eu1 = l.engine.location_id("eu-1");
     assert_eq!(
         l.run(reserve("A", 3, Some("eu-1"))),
-        Err(Refusal::OutOfStock { line: 0, location: eu1, requested: 3, available: 2 })
+        Err(Refusal::OutOfStock {
+            line: 0,
+            location: eu1,
+            requested: 3,
+            available: 2
+        })
     );
     assert_eq!(l.held("A", "eu-1"), 0, "a refusal changes nothing");
     assert!(l.events.is_empty());
@@ -42,8 +54,15 @@ fn all_or_nothing_refuses_whole_request_when_one_line_is_short() {
         line("A", 2, Some("eu-1")),
         line("B", 2, Some("eu-1")),
     ]));
-    assert!(matches!(l.run(cmd), Err(Refusal::OutOfStock { line: 1, .. })));
-    assert_eq!(l.held("A", "eu-1"), 0, "design §3: all-or-nothing leaves nothing held");
+    assert!(matches!(
+        l.run(cmd),
+        Err(Refusal::OutOfStock { line: 1, .. })
+    ));
+    assert_eq!(
+        l.held("A", "eu-1"),
+        0,
+        "design §3: all-or-nothing leaves nothing held"
+    );
 }
 
 #[test]
@@ -58,11 +77,17 @@ fn partial_holds_what_it_can() {
     ]);
     r.policy = FillPolicy::Partial;
     let id = l.reserve_ok(CommandKind::Reserve(r.clone()));
-    assert_eq!(l.allocations(id), vec![("eu-1".into(), 2), ("eu-1".into(), 1)]);
+    assert_eq!(
+        l.allocations(id),
+        vec![("eu-1".into(), 2), ("eu-1".into(), 1)]
+    );
     assert_eq!(l.available("B", "eu-1"), 0);
     // With nothing available at all, partial is refused too.
     r.lines = vec![line("B", 1, Some("eu-1"))];
-    assert!(matches!(l.run(CommandKind::Reserve(r)), Err(Refusal::OutOfStock { .. })));
+    assert!(matches!(
+        l.run(CommandKind::Reserve(r)),
+        Err(Refusal::OutOfStock { .. })
+    ));
 }
 
 #[test]
@@ -74,7 +99,14 @@ fn same_row_on_two_lines_is_counted_together() {
         line("A", 3, Some("eu-1")),
     ]));
     assert!(
-        matches!(l.run(cmd), Err(Refusal::OutOfStock { line: 1, available: 2, .. })),
+        matches!(
+            l.run(cmd),
+            Err(Refusal::OutOfStock {
+                line: 1,
+                available: 2,
+                ..
+            })
+        ),
         "design §1.1: two lines must not each see the full stock"
     );
 }
@@ -89,7 +121,10 @@ fn automatic_allocation_prefers_one_location_for_all_lines() {
         line("A", 1, None),
         line("B", 1, None),
     ])));
-    assert_eq!(l.allocations(id), vec![("eu-1".into(), 1), ("eu-1".into(), 1)]);
+    assert_eq!(
+        l.allocations(id),
+        vec![("eu-1".into(), 1), ("eu-1".into(), 1)]
+    );
 }
 
 #[test]
@@ -100,10 +135,18 @@ fn automatic_allocation_ranks_region_then_priority() {
     }
     let mut r = reserve_lines(vec![line("A", 1, None)]);
     let id = l.reserve_ok(CommandKind::Reserve(r.clone()));
-    assert_eq!(l.allocations(id), vec![("eu-2".into(), 1)], "priority 1 beats 2; id breaks ties");
+    assert_eq!(
+        l.allocations(id),
+        vec![("eu-2".into(), 1)],
+        "priority 1 beats 2; id breaks ties"
+    );
     r.region = Some("us".into());
     let id = l.reserve_ok(CommandKind::Reserve(r.clone()));
-    assert_eq!(l.allocations(id), vec![("us-1".into(), 1)], "own region first");
+    assert_eq!(
+        l.allocations(id),
+        vec![("us-1".into(), 1)],
+        "own region first"
+    );
     r.region = Some("eu".into());
     let id = l.reserve_ok(CommandKind::Reserve(r));
     assert_eq!(l.allocations(id), vec![("eu-2".into(), 1)]);
@@ -116,12 +159,18 @@ fn split_only_when_allowed() {
     l.stock("A", "eu-2", 3);
     let mut r = reserve_lines(vec![line("A", 5, None)]);
     assert!(
-        matches!(l.run(CommandKind::Reserve(r.clone())), Err(Refusal::OutOfStock { available: 3, .. })),
+        matches!(
+            l.run(CommandKind::Reserve(r.clone())),
+            Err(Refusal::OutOfStock { available: 3, .. })
+        ),
         "without split, no single location has 5"
     );
     r.allow_split = true;
     let id = l.reserve_ok(CommandKind::Reserve(r));
-    assert_eq!(l.allocations(id), vec![("eu-2".into(), 3), ("eu-1".into(), 2)]);
+    assert_eq!(
+        l.allocations(id),
+        vec![("eu-2".into(), 3), ("eu-1".into(), 2)]
+    );
     assert_eq!(l.available("A", "eu-1") + l.available("A", "eu-2"), 1);
 }
 
@@ -132,7 +181,10 @@ fn unknown_location_is_refused() {
         l.run(reserve("A", 1, Some("nowhere"))),
         Err(Refusal::UnknownLocation { line: Some(0) })
     );
-    assert_eq!(l.run(adjust("A", "nowhere", 1)), Err(Refusal::UnknownLocation { line: None }));
+    assert_eq!(
+        l.run(adjust("A", "nowhere", 1)),
+        Err(Refusal::UnknownLocation { line: None })
+    );
 }
 
 #[test]
@@ -140,7 +192,11 @@ fn unknown_sku_is_out_of_stock_and_creates_nothing() {
     let mut l = three_warehouses();
     assert!(matches!(
         l.run(reserve("never-stocked", 1, None)),
-        Err(Refusal::OutOfStock { location: None, available: 0, .. })
+        Err(Refusal::OutOfStock {
+            location: None,
+            available: 0,
+            ..
+        })
     ));
     assert_eq!(l.engine.row_count(), 0);
 }
@@ -152,11 +208,18 @@ fn confirm_whole_takes_units_off_hand() {
     let id = l.reserve_ok(reserve("A", 4, Some("eu-1")));
     assert_eq!(
         l.run(confirm(id, None)),
-        Ok(Success::Confirmed { reservation: id, units_confirmed: 4, units_released: 0 })
+        Ok(Success::Confirmed {
+            reservation: id,
+            units_confirmed: 4,
+            units_released: 0
+        })
     );
     let a = l.engine.availability("A", "eu-1").unwrap();
     assert_eq!((a.on_hand, a.held, a.available), (6, 0, 6));
-    assert_eq!(l.engine.reservation(id).unwrap().state, ReservationState::Confirmed);
+    assert_eq!(
+        l.engine.reservation(id).unwrap().state,
+        ReservationState::Confirmed
+    );
 }
 
 #[test]
@@ -170,7 +233,11 @@ fn partial_confirm_releases_the_rest_in_the_same_step() {
     ])));
     assert_eq!(
         l.run(confirm(id, Some(vec![3, 0]))),
-        Ok(Success::Confirmed { reservation: id, units_confirmed: 3, units_released: 3 })
+        Ok(Success::Confirmed {
+            reservation: id,
+            units_confirmed: 3,
+            units_released: 3
+        })
     );
     let a = l.engine.availability("A", "eu-1").unwrap();
     assert_eq!((a.on_hand, a.held), (7, 0));
@@ -179,11 +246,19 @@ fn partial_confirm_releases_the_rest_in_the_same_step() {
         .events
         .iter()
         .filter_map(|e| match e {
-            Event::Released { cause, quantity, .. } => Some((*cause, *quantity)),
+            Event::Released {
+                cause, quantity, ..
+            } => Some((*cause, *quantity)),
             _ => None,
         })
         .collect();
-    assert_eq!(causes, vec![(ReleaseCause::ConfirmRemainder, 1), (ReleaseCause::ConfirmRemainder, 2)]);
+    assert_eq!(
+        causes,
+        vec![
+            (ReleaseCause::ConfirmRemainder, 1),
+            (ReleaseCause::ConfirmRemainder, 2)
+        ]
+    );
 }
 
 #[test]
@@ -194,7 +269,10 @@ fn confirm_quantities_are_checked_against_the_reservation() {
     for bad in [vec![5], vec![1, 1]] {
         assert!(matches!(
             l.run(confirm(id, Some(bad))),
-            Err(Refusal::InvalidArgument(InvalidArgument { field: "quantities", .. }))
+            Err(Refusal::InvalidArgument(InvalidArgument {
+                field: "quantities",
+                ..
+            }))
         ));
     }
     assert_eq!(l.held("A", "eu-1"), 4);
@@ -207,7 +285,10 @@ fn release_returns_units() {
     let id = l.reserve_ok(reserve("A", 4, Some("eu-1")));
     assert_eq!(
         l.run(release(id)),
-        Ok(Success::Released { reservation: id, units_released: 4 })
+        Ok(Success::Released {
+            reservation: id,
+            units_released: 4
+        })
     );
     assert_eq!(l.available("A", "eu-1"), 10);
 }
@@ -218,7 +299,9 @@ fn a_reservation_resolves_at_most_once() {
     l.stock("A", "eu-1", 10);
     let id = l.reserve_ok(reserve("A", 4, Some("eu-1")));
     l.run(confirm(id, None)).unwrap();
-    let not_pending = Err(Refusal::NotPending { state: ReservationState::Confirmed });
+    let not_pending = Err(Refusal::NotPending {
+        state: ReservationState::Confirmed,
+    });
     assert_eq!(l.run(release(id)), not_pending, "design §1.3");
     assert_eq!(l.run(confirm(id, None)), not_pending);
     assert_eq!(l.run(extend(id, 60_000)), not_pending);
@@ -228,7 +311,10 @@ fn a_reservation_resolves_at_most_once() {
 #[test]
 fn unknown_reservation_is_refused() {
     let mut l = three_warehouses();
-    assert_eq!(l.run(release(ReservationId(12345))), Err(Refusal::UnknownReservation));
+    assert_eq!(
+        l.run(release(ReservationId(12345))),
+        Err(Refusal::UnknownReservation)
+    );
 }
 
 #[test]
@@ -237,18 +323,27 @@ fn holds_expire_at_their_time_and_not_before() {
     l.stock("A", "eu-1", 10);
     let id = l.reserve_ok(reserve("A", 4, Some("eu-1")));
     l.advance(59_999);
-    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms })).unwrap();
+    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms }))
+        .unwrap();
     assert_eq!(l.held("A", "eu-1"), 4);
     l.advance(1);
     assert_eq!(
         l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms })),
-        Ok(Success::Expired { reservations: 1, units_released: 4 })
+        Ok(Success::Expired {
+            reservations: 1,
+            units_released: 4
+        })
     );
     assert_eq!(l.held("A", "eu-1"), 0);
-    assert_eq!(l.engine.reservation(id).unwrap().state, ReservationState::Expired);
+    assert_eq!(
+        l.engine.reservation(id).unwrap().state,
+        ReservationState::Expired
+    );
     assert_eq!(
         l.run(confirm(id, None)),
-        Err(Refusal::NotPending { state: ReservationState::Expired })
+        Err(Refusal::NotPending {
+            state: ReservationState::Expired
+        })
     );
 }
 
@@ -261,9 +356,17 @@ fn a_confirm_cannot_beat_its_own_ttl() {
     // No ExpireUpTo was applied, yet the entry's time is past the expiry.
     assert_eq!(
         l.run(confirm(id, None)),
-        Err(Refusal::NotPending { state: ReservationState::Expired })
+        Err(Refusal::NotPending {
+            state: ReservationState::Expired
+        })
     );
-    assert!(matches!(l.events[..], [Event::Released { cause: ReleaseCause::Expired, .. }]));
+    assert!(matches!(
+        l.events[..],
+        [Event::Released {
+            cause: ReleaseCause::Expired,
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -274,7 +377,8 @@ fn expiry_order_is_by_time_then_id() {
     let b = l.reserve_ok(reserve("A", 1, Some("eu-1")));
     l.run(extend(a, 120_000)).unwrap();
     l.advance(200_000);
-    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms })).unwrap();
+    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms }))
+        .unwrap();
     let order: Vec<_> = l
         .events
         .iter()
@@ -283,7 +387,11 @@ fn expiry_order_is_by_time_then_id() {
             _ => None,
         })
         .collect();
-    assert_eq!(order, vec![b, a], "b expires at +60s, a (extended) at +120s");
+    assert_eq!(
+        order,
+        vec![b, a],
+        "b expires at +60s, a (extended) at +120s"
+    );
 }
 
 #[test]
@@ -292,7 +400,10 @@ fn expire_up_to_in_the_future_is_refused() {
     let up_to_ms = l.now_ms + 1;
     assert!(matches!(
         l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms })),
-        Err(Refusal::InvalidArgument(InvalidArgument { field: "up_to_ms", .. }))
+        Err(Refusal::InvalidArgument(InvalidArgument {
+            field: "up_to_ms",
+            ..
+        }))
     ));
 }
 
@@ -304,11 +415,18 @@ fn extend_moves_expiry_from_now() {
     l.advance(30_000);
     assert_eq!(
         l.run(extend(id, 600_000)),
-        Ok(Success::Extended { reservation: id, expires_at_ms: T0 + 630_000 })
+        Ok(Success::Extended {
+            reservation: id,
+            expires_at_ms: T0 + 630_000
+        })
     );
     l.advance(100_000); // past the original expiry
-    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms })).unwrap();
-    assert_eq!(l.engine.reservation(id).unwrap().state, ReservationState::Pending);
+    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms }))
+        .unwrap();
+    assert_eq!(
+        l.engine.reservation(id).unwrap().state,
+        ReservationState::Pending
+    );
 }
 
 #[test]
@@ -347,7 +465,8 @@ fn retry_of_a_refusal_returns_the_refusal_even_after_stock_arrives() {
 fn same_id_with_another_body_is_refused() {
     let mut l = three_warehouses();
     l.stock("A", "eu-1", 10);
-    l.run_as(RequestId(9), reserve("A", 4, Some("eu-1"))).unwrap();
+    l.run_as(RequestId(9), reserve("A", 4, Some("eu-1")))
+        .unwrap();
     assert_eq!(
         l.run_as(RequestId(9), reserve("A", 5, Some("eu-1"))),
         Err(Refusal::DuplicateRequestMismatch)
@@ -363,24 +482,35 @@ fn invalid_commands_do_not_consume_the_request_id() {
         l.run_as(RequestId(3), reserve("A", 0, Some("eu-1"))),
         Err(Refusal::InvalidArgument(_))
     ));
-    assert!(l.run_as(RequestId(3), reserve("A", 1, Some("eu-1"))).is_ok());
+    assert!(l
+        .run_as(RequestId(3), reserve("A", 1, Some("eu-1")))
+        .is_ok());
 }
 
 #[test]
 fn dedup_forgets_by_count_and_frees_resolved_reservations() {
     let mut l = Ledger::new(EngineConfig {
-        dedup: DedupConfig { window_ms: u64::MAX, entries_max: 4 },
+        dedup: DedupConfig {
+            window_ms: u64::MAX,
+            entries_max: 4,
+        },
         ..EngineConfig::default()
     });
     l.location("eu-1", "eu", 1);
     l.stock("A", "eu-1", 100);
     let id = l.reserve_ok(reserve("A", 1, Some("eu-1")));
     l.run(release(id)).unwrap();
-    assert!(l.engine.reservation(id).is_some(), "kept while its Reserve is remembered");
+    assert!(
+        l.engine.reservation(id).is_some(),
+        "kept while its Reserve is remembered"
+    );
     for _ in 0..4 {
         l.run(adjust("A", "eu-1", 1)).unwrap();
     }
-    assert!(l.engine.reservation(id).is_none(), "freed once forgotten and resolved");
+    assert!(
+        l.engine.reservation(id).is_none(),
+        "freed once forgotten and resolved"
+    );
     assert!(l.engine.dedup_len() <= 4);
     assert_eq!(l.run(release(id)), Err(Refusal::UnknownReservation));
 }
@@ -388,7 +518,10 @@ fn dedup_forgets_by_count_and_frees_resolved_reservations() {
 #[test]
 fn pending_reservation_survives_being_forgotten() {
     let mut l = Ledger::new(EngineConfig {
-        dedup: DedupConfig { window_ms: u64::MAX, entries_max: 2 },
+        dedup: DedupConfig {
+            window_ms: u64::MAX,
+            entries_max: 2,
+        },
         ..EngineConfig::default()
     });
     l.location("eu-1", "eu", 1);
@@ -404,7 +537,10 @@ fn pending_reservation_survives_being_forgotten() {
 #[test]
 fn dedup_forgets_by_log_time() {
     let mut l = Ledger::new(EngineConfig {
-        dedup: DedupConfig { window_ms: 1_000, entries_max: 1_000 },
+        dedup: DedupConfig {
+            window_ms: 1_000,
+            entries_max: 1_000,
+        },
         ..EngineConfig::default()
     });
     l.location("eu-1", "eu", 1);
@@ -412,11 +548,19 @@ fn dedup_forgets_by_log_time() {
     l.advance(1_000);
     l.run(adjust("A", "eu-1", 1)).unwrap(); // rotates: id 1 now in `previous`
     assert!(l.run_as(RequestId(1), adjust("A", "eu-1", 5)).is_ok());
-    assert_eq!(l.engine.availability("A", "eu-1").unwrap().on_hand, 6, "still deduplicated");
+    assert_eq!(
+        l.engine.availability("A", "eu-1").unwrap().on_hand,
+        6,
+        "still deduplicated"
+    );
     l.advance(1_000);
     l.run(adjust("A", "eu-1", 1)).unwrap(); // rotates again: id 1 dropped
     l.run_as(RequestId(1), adjust("A", "eu-1", 5)).unwrap();
-    assert_eq!(l.engine.availability("A", "eu-1").unwrap().on_hand, 12, "forgotten after 2 windows");
+    assert_eq!(
+        l.engine.availability("A", "eu-1").unwrap().on_hand,
+        12,
+        "forgotten after 2 windows"
+    );
 }
 
 #[test]
@@ -433,9 +577,19 @@ fn adjust_with_expected_on_hand_is_compare_and_set() {
     };
     assert_eq!(
         l.run(cas(9)),
-        Err(Refusal::ExpectedOnHandMismatch { expected: 9, actual: 10 })
+        Err(Refusal::ExpectedOnHandMismatch {
+            expected: 9,
+            actual: 10
+        })
     );
-    assert!(matches!(l.run(cas(10)), Ok(Success::Adjusted { on_hand: 7, available: 7, .. })));
+    assert!(matches!(
+        l.run(cas(10)),
+        Ok(Success::Adjusted {
+            on_hand: 7,
+            available: 7,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -443,7 +597,10 @@ fn adjust_to_zero_and_below_held_is_refused() {
     let mut l = three_warehouses();
     l.stock("A", "eu-1", 10);
     l.reserve_ok(reserve("A", 4, Some("eu-1")));
-    assert!(l.run(adjust("A", "eu-1", -6)).is_ok(), "down to exactly the held units");
+    assert!(
+        l.run(adjust("A", "eu-1", -6)).is_ok(),
+        "down to exactly the held units"
+    );
     assert_eq!(
         l.run(adjust("A", "eu-1", -1)),
         Err(Refusal::HeldExceedsStock { held: 4, supply: 3 }),
@@ -451,7 +608,10 @@ fn adjust_to_zero_and_below_held_is_refused() {
     );
     let mut m = three_warehouses();
     m.stock("B", "eu-1", 2);
-    assert!(matches!(m.run(adjust("B", "eu-1", -2)), Ok(Success::Adjusted { on_hand: 0, .. })));
+    assert!(matches!(
+        m.run(adjust("B", "eu-1", -2)),
+        Ok(Success::Adjusted { on_hand: 0, .. })
+    ));
 }
 
 #[test]
@@ -462,7 +622,10 @@ fn safety_stock_is_never_promised() {
     p.safety_stock = Some(3);
     l.run(CommandKind::SetPolicy(p)).unwrap();
     assert_eq!(l.available("A", "eu-1"), 7);
-    assert!(matches!(l.run(reserve("A", 8, Some("eu-1"))), Err(Refusal::OutOfStock { available: 7, .. })));
+    assert!(matches!(
+        l.run(reserve("A", 8, Some("eu-1"))),
+        Err(Refusal::OutOfStock { available: 7, .. })
+    ));
     l.reserve_ok(reserve("A", 7, Some("eu-1")));
 }
 
@@ -474,15 +637,25 @@ fn backorder_allowance_promises_beyond_on_hand() {
     p.backorder_allowance = Some(3);
     l.run(CommandKind::SetPolicy(p)).unwrap();
     let id = l.reserve_ok(reserve("A", 5, Some("eu-1")));
-    assert!(matches!(l.run(reserve("A", 1, Some("eu-1"))), Err(Refusal::OutOfStock { .. })));
+    assert!(matches!(
+        l.run(reserve("A", 1, Some("eu-1"))),
+        Err(Refusal::OutOfStock { .. })
+    ));
     l.run(confirm(id, None)).unwrap();
-    assert_eq!(l.engine.availability("A", "eu-1").unwrap().on_hand, -3, "3 units back-ordered");
+    assert_eq!(
+        l.engine.availability("A", "eu-1").unwrap().on_hand,
+        -3,
+        "3 units back-ordered"
+    );
     // The allowance cannot shrink below what is already promised.
     let mut shrink = policy("A", Some("eu-1"));
     shrink.backorder_allowance = Some(2);
     assert_eq!(
         l.run(CommandKind::SetPolicy(shrink)),
-        Err(Refusal::HeldExceedsStock { held: 0, supply: -1 })
+        Err(Refusal::HeldExceedsStock {
+            held: 0,
+            supply: -1
+        })
     );
 }
 
@@ -493,13 +666,19 @@ fn row_policy_needs_a_location() {
     p.safety_stock = Some(1);
     assert!(matches!(
         l.run(CommandKind::SetPolicy(p)),
-        Err(Refusal::InvalidArgument(InvalidArgument { field: "location", .. }))
+        Err(Refusal::InvalidArgument(InvalidArgument {
+            field: "location",
+            ..
+        }))
     ));
 }
 
 fn limit(max_units: u64, campaign: u32) -> CommandKind {
     let mut p = policy("A", None);
-    p.customer_limit = LimitChange::Set(CustomerLimit { max_units, campaign });
+    p.customer_limit = LimitChange::Set(CustomerLimit {
+        max_units,
+        campaign,
+    });
     CommandKind::SetPolicy(p)
 }
 
@@ -511,7 +690,12 @@ fn customer_limit_counts_holds_and_sales() {
     let a = l.reserve_ok(reserve("A", 2, None));
     assert_eq!(
         l.run(reserve("A", 2, None)),
-        Err(Refusal::LimitExceeded { line: 0, limit: 3, used: 2, requested: 2 })
+        Err(Refusal::LimitExceeded {
+            line: 0,
+            limit: 3,
+            used: 2,
+            requested: 2
+        })
     );
     l.run(confirm(a, Some(vec![1]))).unwrap(); // 1 bought, 1 released
     assert_eq!(l.engine.customer_usage("A", "cust-1"), 1);
@@ -533,7 +717,11 @@ fn new_campaign_resets_counts() {
     l.run(limit(2, 2)).unwrap();
     l.reserve_ok(reserve("A", 2, None));
     l.run(release(old)).unwrap();
-    assert_eq!(l.engine.customer_usage("A", "cust-1"), 2, "old campaign's release refunds nothing");
+    assert_eq!(
+        l.engine.customer_usage("A", "cust-1"),
+        2,
+        "old campaign's release refunds nothing"
+    );
     let mut clear = policy("A", None);
     clear.customer_limit = LimitChange::Clear;
     l.run(CommandKind::SetPolicy(clear)).unwrap();
@@ -552,7 +740,13 @@ fn upsert_location_creates_then_updates() {
         Ok(Success::LocationUpserted { created: false, .. })
     ));
     let id = l.engine.location_id("x").unwrap();
-    assert_eq!((&*l.engine.location(id).region, l.engine.location(id).priority), ("us", 5));
+    assert_eq!(
+        (
+            &*l.engine.location(id).region,
+            l.engine.location(id).priority
+        ),
+        ("us", 5)
+    );
 }
 
 #[test]
@@ -561,16 +755,26 @@ fn board_publishes_scarce_and_sold_out_skus() {
     let board = l.engine.board();
     l.stock("flash", "eu-1", 2);
     l.stock("plenty", "eu-1", 1_000_000);
-    assert!(board.scarcity("plenty", None).is_none(), "plentiful SKUs stay off the board");
+    assert!(
+        board.scarcity("plenty", None).is_none(),
+        "plentiful SKUs stay off the board"
+    );
     let s = board.scarcity("flash", Some("eu-1")).unwrap();
     assert_eq!((s.available, s.held, s.is_sold_out()), (2, 0, false));
     let id = l.reserve_ok(reserve("flash", 2, Some("eu-1")));
     let s = board.scarcity("flash", None).unwrap();
-    assert_eq!((s.available, s.held, s.is_sold_out()), (0, 2, false), "holds may come back");
+    assert_eq!(
+        (s.available, s.held, s.is_sold_out()),
+        (0, 2, false),
+        "holds may come back"
+    );
     l.run(confirm(id, None)).unwrap();
     let s = board.scarcity("flash", None).unwrap();
     assert!(s.is_sold_out());
     assert_eq!(s.as_of_index, l.index);
     l.stock("flash", "eu-1", 500);
-    assert!(board.scarcity("flash", None).is_none(), "restocked: withdrawn");
+    assert!(
+        board.scarcity("flash", None).is_none(),
+        "restocked: withdrawn"
+    );
 }

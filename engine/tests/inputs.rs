@@ -25,7 +25,8 @@ fn stocked() -> Ledger {
 /// (an `ExpireUpTo` with nothing due): the log index still advances.
 fn digest_after_a_no_op() -> u128 {
     let mut l = stocked();
-    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms })).unwrap();
+    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms }))
+        .unwrap();
     l.engine.state_digest()
 }
 
@@ -35,23 +36,41 @@ fn refused(kind: CommandKind) -> (&'static str, Option<u16>) {
     let mut l = stocked();
     let out = field_of(l.run(kind));
     assert!(l.events.is_empty());
-    assert_eq!(l.engine.state_digest(), digest_after_a_no_op(), "an invalid command changes nothing");
+    assert_eq!(
+        l.engine.state_digest(),
+        digest_after_a_no_op(),
+        "an invalid command changes nothing"
+    );
     out
 }
 
 #[test]
 fn quantities_out_of_range() {
     for q in [0, -1, i64::MIN, LINE_QUANTITY_MAX + 1, i64::MAX] {
-        assert_eq!(refused(reserve("A", q, Some("eu-1"))), ("quantity", Some(0)), "quantity {q}");
+        assert_eq!(
+            refused(reserve("A", q, Some("eu-1"))),
+            ("quantity", Some(0)),
+            "quantity {q}"
+        );
     }
 }
 
 #[test]
 fn line_counts() {
-    assert_eq!(refused(CommandKind::Reserve(reserve_lines(vec![]))), ("lines", None));
-    let many = (0..=RESERVE_LINES_MAX).map(|_| line("A", 1, Some("eu-1"))).collect();
-    assert_eq!(refused(CommandKind::Reserve(reserve_lines(many))), ("lines", None));
-    let max = (0..RESERVE_LINES_MAX).map(|_| line("A", 1, None)).collect::<Vec<_>>();
+    assert_eq!(
+        refused(CommandKind::Reserve(reserve_lines(vec![]))),
+        ("lines", None)
+    );
+    let many = (0..=RESERVE_LINES_MAX)
+        .map(|_| line("A", 1, Some("eu-1")))
+        .collect();
+    assert_eq!(
+        refused(CommandKind::Reserve(reserve_lines(many))),
+        ("lines", None)
+    );
+    let max = (0..RESERVE_LINES_MAX)
+        .map(|_| line("A", 1, None))
+        .collect::<Vec<_>>();
     let mut l = three_warehouses();
     l.stock("A", "eu-1", 1_000);
     let id = l.reserve_ok(CommandKind::Reserve(reserve_lines(max)));
@@ -76,7 +95,11 @@ fn ttl_bounds() {
     for ttl in [0, TTL_MS_MIN - 1, TTL_MS_MAX + 1, u64::MAX] {
         let mut r = reserve_lines(vec![line("A", 1, None)]);
         r.ttl_ms = ttl;
-        assert_eq!(refused(CommandKind::Reserve(r)), ("ttl_ms", None), "ttl {ttl}");
+        assert_eq!(
+            refused(CommandKind::Reserve(r)),
+            ("ttl_ms", None),
+            "ttl {ttl}"
+        );
     }
     assert_eq!(refused(extend(ReservationId(0), 10)), ("ttl_ms", None));
 }
@@ -92,40 +115,73 @@ fn party_and_location_names() {
     r.customer = String::new();
     assert_eq!(refused(CommandKind::Reserve(r)), ("customer_id", None));
     assert_eq!(refused(reserve("A", 1, Some(""))), ("location", Some(0)));
-    assert_eq!(refused(upsert_location(&"l".repeat(65), "eu", 1)), ("location", None));
+    assert_eq!(
+        refused(upsert_location(&"l".repeat(65), "eu", 1)),
+        ("location", None)
+    );
     assert_eq!(refused(upsert_location("x", "", 1)), ("region", None));
 }
 
 #[test]
 fn stock_figures() {
-    assert_eq!(refused(adjust("A", "eu-1", STOCK_MAGNITUDE_MAX + 1)), ("delta", None));
+    assert_eq!(
+        refused(adjust("A", "eu-1", STOCK_MAGNITUDE_MAX + 1)),
+        ("delta", None)
+    );
     assert_eq!(refused(adjust("A", "eu-1", i64::MIN)), ("delta", None));
     let mut l = three_warehouses();
     l.stock("A", "eu-1", STOCK_MAGNITUDE_MAX);
-    assert_eq!(field_of(l.run(adjust("A", "eu-1", 1))), ("delta", None), "beyond 10^12 in total");
+    assert_eq!(
+        field_of(l.run(adjust("A", "eu-1", 1))),
+        ("delta", None),
+        "beyond 10^12 in total"
+    );
     let mut p = policy("A", Some("eu-1"));
     p.safety_stock = Some(-1);
     assert_eq!(refused(CommandKind::SetPolicy(p)), ("safety_stock", None));
     let mut p = policy("A", Some("eu-1"));
     p.backorder_allowance = Some(STOCK_MAGNITUDE_MAX + 1);
-    assert_eq!(refused(CommandKind::SetPolicy(p)), ("backorder_allowance", None));
+    assert_eq!(
+        refused(CommandKind::SetPolicy(p)),
+        ("backorder_allowance", None)
+    );
     let mut p = policy("A", None);
-    p.customer_limit = LimitChange::Set(CustomerLimit { max_units: 0, campaign: 1 });
-    assert_eq!(refused(CommandKind::SetPolicy(p)), ("customer_limit.max_units", None));
-    assert_eq!(refused(CommandKind::SetPolicy(policy("A", None))), ("policy", None));
+    p.customer_limit = LimitChange::Set(CustomerLimit {
+        max_units: 0,
+        campaign: 1,
+    });
+    assert_eq!(
+        refused(CommandKind::SetPolicy(p)),
+        ("customer_limit.max_units", None)
+    );
+    assert_eq!(
+        refused(CommandKind::SetPolicy(policy("A", None))),
+        ("policy", None)
+    );
 }
 
 #[test]
 fn confirm_quantities() {
     for q in [vec![], vec![-1], vec![0, 0], vec![LINE_QUANTITY_MAX + 1]] {
-        assert_eq!(refused(confirm(ReservationId(0), Some(q.clone()))).0, "quantities", "{q:?}");
+        assert_eq!(
+            refused(confirm(ReservationId(0), Some(q.clone()))).0,
+            "quantities",
+            "{q:?}"
+        );
     }
 }
 
 #[test]
 fn invalid_argument_messages_name_the_field() {
-    let e = InvalidArgument { field: "quantity", line: Some(3), why: "must be between 1 and 1000000" };
-    assert_eq!(e.to_string(), "lines[3].quantity must be between 1 and 1000000");
+    let e = InvalidArgument {
+        field: "quantity",
+        line: Some(3),
+        why: "must be between 1 and 1000000",
+    };
+    assert_eq!(
+        e.to_string(),
+        "lines[3].quantity must be between 1 and 1000000"
+    );
 }
 
 fn arbitrary_line() -> impl Strategy<Value = ReserveLine> {
@@ -134,7 +190,11 @@ fn arbitrary_line() -> impl Strategy<Value = ReserveLine> {
         any::<i64>(),
         proptest::option::of(prop_oneof![Just("eu-1".to_string()), ".{0,70}"]),
     )
-        .prop_map(|(sku, quantity, location)| ReserveLine { sku, quantity, location })
+        .prop_map(|(sku, quantity, location)| ReserveLine {
+            sku,
+            quantity,
+            location,
+        })
 }
 
 proptest! {

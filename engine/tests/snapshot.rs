@@ -18,7 +18,10 @@ fn busy_ledger() -> Ledger {
     let mut p = policy("A", Some("eu-1"));
     p.safety_stock = Some(2);
     p.backorder_allowance = Some(4);
-    p.customer_limit = LimitChange::Set(CustomerLimit { max_units: 20, campaign: 3 });
+    p.customer_limit = LimitChange::Set(CustomerLimit {
+        max_units: 20,
+        campaign: 3,
+    });
     l.run(CommandKind::SetPolicy(p)).unwrap();
     let a = l.reserve_ok(reserve("A", 3, None));
     let b = l.reserve_ok(CommandKind::Reserve(reserve_lines(vec![
@@ -33,8 +36,12 @@ fn busy_ledger() -> Ledger {
     let _ = l.run(reserve("B", 100, None));
     let d = l.reserve_ok(reserve("B", 1, None));
     l.advance(70_000);
-    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms })).unwrap();
-    assert_eq!(l.engine.reservation(d).unwrap().state, ReservationState::Expired);
+    l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms }))
+        .unwrap();
+    assert_eq!(
+        l.engine.reservation(d).unwrap().state,
+        ReservationState::Expired
+    );
     l.reserve_ok(reserve("A", 2, None));
     l
 }
@@ -44,14 +51,22 @@ fn round_trip_keeps_digest_and_behaviour() {
     let mut original = busy_ledger();
     let snap = original.engine.snapshot();
     let restored = Engine::restore(EngineConfig::default(), &snap).expect("restores");
-    assert_eq!(restored.state_digest(), original.engine.state_digest(), "design §1.5");
+    assert_eq!(
+        restored.state_digest(),
+        original.engine.state_digest(),
+        "design §1.5"
+    );
     assert_eq!(restored.snapshot(), snap, "snapshots are canonical");
     // The restored copy keeps applying identically, expiry order included.
-    let mut copy = Ledger { engine: restored, ..busy_ledger() };
+    let mut copy = Ledger {
+        engine: restored,
+        ..busy_ledger()
+    };
     for l in [&mut original, &mut copy] {
         l.run_as(RequestId(1), reserve("A", 1, None)).unwrap();
         l.advance(3_600_000);
-        l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms })).unwrap();
+        l.run(CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms: l.now_ms }))
+            .unwrap();
     }
     assert_eq!(original.events, copy.events);
     assert_eq!(original.engine.state_digest(), copy.engine.state_digest());
@@ -62,8 +77,14 @@ fn restored_engine_answers_retries_from_before_the_snapshot() {
     let mut l = busy_ledger();
     let first = l.run_as(RequestId(42), reserve("A", 1, Some("eu-1")));
     let restored = Engine::restore(EngineConfig::default(), &l.engine.snapshot()).unwrap();
-    let mut copy = Ledger { engine: restored, ..busy_ledger() };
-    assert_eq!(copy.run_as(RequestId(42), reserve("A", 1, Some("eu-1"))), first);
+    let mut copy = Ledger {
+        engine: restored,
+        ..busy_ledger()
+    };
+    assert_eq!(
+        copy.run_as(RequestId(42), reserve("A", 1, Some("eu-1"))),
+        first
+    );
     assert!(copy.events.is_empty());
 }
 
@@ -71,27 +92,53 @@ fn restored_engine_answers_retries_from_before_the_snapshot() {
 fn restore_republishes_the_board() {
     let l = busy_ledger();
     let restored = Engine::restore(EngineConfig::default(), &l.engine.snapshot()).unwrap();
-    let original = l.engine.board().scarcity("B", Some("eu-2")).expect("B is scarce");
-    let copy = restored.board().scarcity("B", Some("eu-2")).expect("republished");
-    assert_eq!((copy.available, copy.held), (original.available, original.held));
-    assert_eq!(copy.as_of_index, restored.applied_index(), "figures are as of the snapshot");
+    let original = l
+        .engine
+        .board()
+        .scarcity("B", Some("eu-2"))
+        .expect("B is scarce");
+    let copy = restored
+        .board()
+        .scarcity("B", Some("eu-2"))
+        .expect("republished");
+    assert_eq!(
+        (copy.available, copy.held),
+        (original.available, original.held)
+    );
+    assert_eq!(
+        copy.as_of_index,
+        restored.applied_index(),
+        "figures are as of the snapshot"
+    );
 }
 
 #[test]
 fn two_replicas_applying_the_same_log_agree() {
-    assert_eq!(busy_ledger().engine.state_digest(), busy_ledger().engine.state_digest());
+    assert_eq!(
+        busy_ledger().engine.state_digest(),
+        busy_ledger().engine.state_digest()
+    );
     let mut other = busy_ledger();
     other.run(adjust("A", "eu-1", 1)).unwrap();
-    assert_ne!(other.engine.state_digest(), busy_ledger().engine.state_digest());
+    assert_ne!(
+        other.engine.state_digest(),
+        busy_ledger().engine.state_digest()
+    );
 }
 
 #[test]
 fn framing_errors_are_named() {
     let snap = busy_ledger().engine.snapshot();
-    assert_eq!(Engine::restore(EngineConfig::default(), b"nonsense").err(), Some(SnapshotError::BadMagic));
+    assert_eq!(
+        Engine::restore(EngineConfig::default(), b"nonsense").err(),
+        Some(SnapshotError::BadMagic)
+    );
     let mut v = snap.clone();
     v[8] = 9;
-    assert_eq!(Engine::restore(EngineConfig::default(), &v).err(), Some(SnapshotError::UnsupportedVersion(9)));
+    assert_eq!(
+        Engine::restore(EngineConfig::default(), &v).err(),
+        Some(SnapshotError::UnsupportedVersion(9))
+    );
     let truncated = &snap[..snap.len() - 1];
     assert!(matches!(
         Engine::restore(EngineConfig::default(), truncated),
@@ -109,12 +156,18 @@ fn framing_errors_are_named() {
 fn every_truncation_and_every_bit_flip_is_an_error() {
     let snap = busy_ledger().engine.snapshot();
     for len in 0..snap.len() {
-        assert!(Engine::restore(EngineConfig::default(), &snap[..len]).is_err(), "length {len}");
+        assert!(
+            Engine::restore(EngineConfig::default(), &snap[..len]).is_err(),
+            "length {len}"
+        );
     }
     for i in 0..snap.len() {
         let mut v = snap.clone();
         v[i] ^= 1 << (i % 8);
-        assert!(Engine::restore(EngineConfig::default(), &v).is_err(), "flip at byte {i}");
+        assert!(
+            Engine::restore(EngineConfig::default(), &v).is_err(),
+            "flip at byte {i}"
+        );
     }
 }
 
@@ -137,7 +190,11 @@ fn inconsistent_body_with_valid_checksum_is_refused() {
     let body = snap[20..snap.len() - 8].to_vec();
     // The row's `held` (2) follows on_hand (5): find "5 then 2" and bump held.
     let needle: Vec<u8> = [5i64.to_le_bytes(), 2i64.to_le_bytes()].concat();
-    let at = body.windows(16).position(|w| w == needle.as_slice()).expect("row bytes") + 8;
+    let at = body
+        .windows(16)
+        .position(|w| w == needle.as_slice())
+        .expect("row bytes")
+        + 8;
     let mut bad = body.clone();
     bad[at] = 3;
     match Engine::restore(EngineConfig::default(), &reframe(&snap, &bad)) {

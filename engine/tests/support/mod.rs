@@ -85,7 +85,9 @@ impl Ledger {
     }
 
     pub fn held(&self, sku: &str, location: &str) -> i64 {
-        self.engine.availability(sku, location).map_or(0, |a| a.held)
+        self.engine
+            .availability(sku, location)
+            .map_or(0, |a| a.held)
     }
 
     /// (location name, units) of each allocation of a reservation.
@@ -95,7 +97,10 @@ impl Ledger {
             .iter()
             .map(|l| {
                 let row = self.engine.row(l.row);
-                (self.engine.location(row.location).name.to_string(), l.quantity)
+                (
+                    self.engine.location(row.location).name.to_string(),
+                    l.quantity,
+                )
             })
             .collect()
     }
