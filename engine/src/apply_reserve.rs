@@ -200,7 +200,12 @@ impl Engine {
             return Ok(());
         }
         let total: i64 = candidates.iter().map(|&(_, a)| a).sum();
-        let best = candidates.iter().max_by_key(|&&(_, a)| a).copied();
+        // The most available; among equals the best-ranked (`max_by_key`
+        // would return the last, i.e. worst-ranked, of equal maxima).
+        let best = candidates
+            .iter()
+            .min_by_key(|&&(_, a)| std::cmp::Reverse(a))
+            .copied();
         let shortfall = Refusal::OutOfStock {
             line,
             location: best.map(|(row, _)| self.rows.row(row).location),
