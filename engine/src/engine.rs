@@ -168,25 +168,19 @@ impl Engine {
     }
 
     fn remember(&mut self, now_ms: u64, cmd: &Command, digest: u64, outcome: Outcome) {
-        if self.dedup.must_rotate(now_ms) {
-            let dropped = self.dedup.rotate(now_ms);
-            let mut forgotten: Vec<ReservationId> = dropped
-                .entries
-                .values()
-                .filter_map(|r| match r.outcome {
-                    Ok(Success::Reserved { reservation }) => Some(reservation),
-                    _ => None,
-                })
-                .collect();
-            // Hash-map order differs between replicas: sort before freeing,
-            // because the order of freed slots decides future ids.
-            forgotten.sort_unstable();
-            for id in forgotten {
-                self.forget_reserve(id);
+        // Evictions come out oldest first, in log order: the same on every
+        // replica, so the slots they free are reused in the same order.
+        while let Some(gone) = self.dedup.pop_expired(now_ms) {
+            if let Ok(Success::Reserved { reservation }) = gone.outcome {
+                self.forget_reserve(reservation);
             }
         }
-        self.dedup
-            .insert(cmd.request_id, Remembered { digest, outcome });
+        self.dedup.insert(Remembered {
+            id: cmd.request_id,
+            applied_at_ms: now_ms,
+            digest,
+            outcome,
+        });
     }
 
     /// The dedup table no longer names `id`: free it if it is resolved.

@@ -8,8 +8,8 @@
 //!
 //! The body lists the state in an order that depends only on the state, never
 //! on hash-map layout: locations and SKUs by id, rows by id, reservation
-//! slots by index, limits and usage sorted by key, idempotency entries sorted
-//! by request id. Derived structures (name indexes, expiry index, stock
+//! slots by index, limits and usage sorted by key, idempotency entries in log
+//! order. Derived structures (name indexes, expiry index, stock
 //! board) are rebuilt on restore. Because the body is canonical, its
 //! xxh3-128 is the shard's *state digest*: two replicas that applied the same
 //! log have the same digest (design §1.5).
@@ -22,9 +22,9 @@ use crate::catalog::{LocationTable, SkuTable, NO_ROW};
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::command::CustomerLimit;
 use crate::customer_limits::{ActiveLimit, UsageKey};
-use crate::dedup::{Generation, Remembered};
+use crate::dedup::Remembered;
 use crate::engine::{Engine, EngineConfig};
-use crate::ids::{LocationId, ReservationId, RowId, SkuId};
+use crate::ids::{LocationId, RequestId, ReservationId, RowId, SkuId};
 use crate::limits::*;
 use crate::outcome::{Outcome, Refusal, Success};
 use crate::reservation::{Line, Reservation, ReservationState, Slot};
@@ -117,8 +117,12 @@ impl Engine {
         self.encode_catalog(&mut w);
         self.encode_reservations(&mut w);
         self.encode_limits(&mut w);
-        for generation in [&self.dedup.current, &self.dedup.previous] {
-            encode_generation(&mut w, generation);
+        w.u64(self.dedup.len() as u64);
+        for r in self.dedup.iter() {
+            w.u128(r.id.0);
+            w.u64(r.applied_at_ms);
+            w.u64(r.digest);
+            encode_outcome(&mut w, &r.outcome);
         }
         w.buf
     }
@@ -226,18 +230,6 @@ fn encode_reservation(w: &mut Writer, res: &Reservation) {
         w.u32(l.confirmed);
         w.i64(l.available_after);
         w.u32(l.limit_epoch);
-    }
-}
-
-fn encode_generation(w: &mut Writer, g: &Generation) {
-    w.u64(g.started_at_ms);
-    let mut entries: Vec<(&u128, &Remembered)> = g.entries.iter().collect();
-    entries.sort_unstable_by_key(|(id, _)| **id);
-    w.u64(entries.len() as u64);
-    for (&id, r) in entries {
-        w.u128(id);
-        w.u64(r.digest);
-        encode_outcome(w, &r.outcome);
     }
 }
 
@@ -358,9 +350,7 @@ fn decode_body(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotError> 
     decode_catalog(e, r)?;
     decode_reservations(e, r)?;
     decode_limits(e, r)?;
-    e.dedup.current = decode_generation(e, r)?;
-    e.dedup.previous = decode_generation(e, r)?;
-    Ok(())
+    decode_dedup(e, r)
 }
 
 fn decode_catalog(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotError> {
@@ -573,25 +563,53 @@ fn decode_limits(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotError
     Ok(())
 }
 
-fn decode_generation(e: &Engine, r: &mut Reader<'_>) -> Result<Generation, SnapshotError> {
-    let started_at_ms = r.u64()?;
-    let n = r.count(16 + 8 + 1)?;
-    let mut entries = hashbrown::HashMap::with_capacity(n);
-    let mut last: Option<u128> = None;
+fn decode_dedup(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotError> {
+    let n = r.count(16 + 8 + 8 + 1)?;
+    if n > e.dedup.config.entries_max {
+        return Err(r
+            .corrupt(format!("{n} idempotency entries exceed this node's limit"))
+            .into());
+    }
+    let mut last_at = 0;
+    let mut reserves = 0;
     for _ in 0..n {
-        let id = r.u128()?;
-        if last.is_some_and(|l| l >= id) {
-            return Err(r.corrupt("idempotency entries out of order").into());
-        }
-        last = Some(id);
+        let id = RequestId(r.u128()?);
+        let applied_at_ms = r.u64()?;
         let digest = r.u64()?;
         let outcome = decode_outcome(e, r)?;
-        entries.insert(id, Remembered { digest, outcome });
+        if applied_at_ms < last_at || applied_at_ms > e.now_ms {
+            return Err(r.corrupt("idempotency entries out of log order").into());
+        }
+        if e.dedup.get(id).is_some() {
+            return Err(r
+                .corrupt(format!("request id {:#x} remembered twice", id.0))
+                .into());
+        }
+        last_at = applied_at_ms;
+        if let Ok(Success::Reserved { .. }) = outcome {
+            reserves += 1;
+        }
+        e.dedup.insert(Remembered {
+            id,
+            applied_at_ms,
+            digest,
+            outcome,
+        });
     }
-    Ok(Generation {
-        started_at_ms,
-        entries,
-    })
+    // Each remembered reservation is named by exactly one remembered
+    // Reserve (decode_outcome checked the other direction and ids are
+    // unique), or it would never be freed.
+    let remembered = e
+        .reservations
+        .iter()
+        .filter(|(_, res)| res.remembered)
+        .count();
+    if remembered != reserves {
+        return Err(SnapshotError::Inconsistent(format!(
+            "{remembered} reservations are marked remembered but {reserves} Reserve outcomes are"
+        )));
+    }
+    Ok(())
 }
 
 fn decode_outcome(e: &Engine, r: &mut Reader<'_>) -> Result<Outcome, SnapshotError> {
