@@ -14,8 +14,8 @@
 //! (a repeated id would be answered from the idempotency table and measure
 //! the wrong thing) and, for `spread`, the SKU and location of the line.
 //!
-//! The engine keeps its default config (idempotency table of 1,000,000
-//! request ids rotating in generations of 500,000), so the reserve benches
+//! The engine keeps its default config (idempotency table of up to 1,000,000
+//! request ids, oldest evicted first), so the reserve benches
 //! run in the same steady state as a busy shard. Holds live 15 minutes and
 //! log time advances 1 ms per 1,000 applies, so nothing expires during a
 //! timed stretch; when `PENDING_CAP` holds have accumulated, an untimed
@@ -258,10 +258,9 @@ impl Ledger {
     }
 
     /// Lets three idempotency windows pass (with a remembered command in
-    /// each), so both dedup generations rotate out and the table recycled
-    /// at the first rotation is given back: what remains is the state that
-    /// outlives request retention. Pending holds must have a TTL longer than
-    /// three hours to survive this.
+    /// each), so every remembered id is evicted and the table has shrunk
+    /// back: what remains is the state that outlives request retention.
+    /// Pending holds must have a TTL longer than three hours to survive this.
     fn forget_requests(&mut self) {
         for _ in 0..3 {
             self.now_ms += DEDUP_WINDOW_MS + 1;
@@ -439,7 +438,7 @@ fn report_memory() {
     // Pending single-line holds on one row, TTL 24 h (the maximum) so the
     // holds outlive three idempotency windows. Measured after their request
     // ids rotated out; the idempotency table is measured on the way, when it
-    // first holds its maximum of ids (both generations full: its peak).
+    // first holds its maximum of ids (its peak).
     const HOLDS: u64 = 1_000_000;
     let dedup_max = EngineConfig::default().dedup.entries_max;
     let mut l = hot_ledger();

@@ -42,13 +42,14 @@ pub const STOCK_MAGNITUDE_MAX: i64 = 1_000_000_000_000;
 /// Per-customer limit ceiling (units of one SKU).
 pub const CUSTOMER_LIMIT_MAX: u64 = 1_000_000_000;
 
-/// Default idempotency window: a request id is remembered for at least this
-/// long after it was applied, unless `DEDUP_ENTRIES_DEFAULT` newer ids pushed
-/// it out first (see [`crate::DedupConfig`]).
+/// Default idempotency window (ms of log time): a request id is remembered
+/// for at least this long after it was applied, unless
+/// `DEDUP_ENTRIES_DEFAULT` newer ids pushed it out first (see
+/// [`crate::DedupConfig`]).
 pub const DEDUP_WINDOW_MS_DEFAULT: u64 = 60 * 60 * 1_000;
 
-/// Default count bound of the idempotency table (per shard). At ~100 bytes an
-/// entry this is ~100 MB per shard at its fullest.
+/// Default count bound of the idempotency table (per shard). At ~94 bytes an
+/// entry this is ~94 MB per shard at its fullest.
 pub const DEDUP_ENTRIES_DEFAULT: usize = 1_000_000;
 
 /// Rows a `Snapshot` may declare before we refuse to allocate for it; guards
