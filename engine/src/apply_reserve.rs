@@ -93,7 +93,7 @@ impl Engine {
 
     fn row_at(&self, sku: &str, loc: LocationId) -> Option<RowId> {
         let sku = self.skus.get(sku)?;
-        self.rows.find(&self.skus, sku, loc)
+        self.rows.find(sku, loc)
     }
 
     fn plan_fixed_line(

@@ -18,7 +18,7 @@ impl Engine {
     /// Only called once a command is sure to succeed.
     fn row_or_insert(&mut self, sku: &str, location: LocationId) -> RowId {
         let sku = self.skus.intern(sku);
-        match self.rows.find(&self.skus, sku, location) {
+        match self.rows.find(sku, location) {
             Some(row) => row,
             None => self.rows.insert(&mut self.skus, sku, location),
         }
@@ -27,7 +27,7 @@ impl Engine {
     /// The existing row, if any, without creating one.
     fn find_row(&self, sku: &str, location: LocationId) -> Option<&Row> {
         let sku = self.skus.get(sku)?;
-        let row = self.rows.find(&self.skus, sku, location)?;
+        let row = self.rows.find(sku, location)?;
         Some(self.rows.row(row))
     }
 

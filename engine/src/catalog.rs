@@ -1,8 +1,10 @@
 //! Interning of SKU and location names into dense ids.
 //!
 //! A shard may hold millions of SKUs, so a SKU costs one arena span (12
-//! bytes) plus its name bytes plus one 4-byte hash-table slot: no per-SKU heap
-//! allocation. SKUs and locations are never removed (rows and events refer to
+//! bytes) plus its name bytes plus one 28-byte index slot: no per-SKU heap
+//! allocation. The index slot carries the name's span and its first 16
+//! bytes, so looking up a SKU of up to 16 bytes touches one cache line of
+//! the index and nothing else (the lookup is on every reserve's path). SKUs and locations are never removed (rows and events refer to
 //! them by id forever), so the arena only grows, in log order, identically on
 //! every replica.
 
@@ -21,8 +23,34 @@ pub(crate) struct SkuEntry {
     /// Head of this SKU's row list (linked through `Row::next_in_sku`).
     pub(crate) first_row: u32,
     len: u16,
-    /// Whether the SKU is on the stock board (not replicated state).
-    pub(crate) published: bool,
+}
+
+/// Bytes of a SKU name kept in its index slot.
+const INLINE_NAME_BYTES: usize = 16;
+
+/// An index slot: enough to compare a name without leaving the slot when
+/// the name fits `inline`.
+#[derive(Clone, Copy, Debug)]
+struct SkuSlot {
+    id: u32,
+    start: u32,
+    len: u16,
+    inline: [u8; INLINE_NAME_BYTES],
+}
+
+impl SkuSlot {
+    fn matches(&self, names: &str, name: &str) -> bool {
+        if self.len as usize != name.len() {
+            return false;
+        }
+        let head = name.len().min(INLINE_NAME_BYTES);
+        if self.inline[..head] != name.as_bytes()[..head] {
+            return false;
+        }
+        name.len() <= INLINE_NAME_BYTES
+            || names.as_bytes()[self.start as usize..self.start as usize + name.len()]
+                == *name.as_bytes()
+    }
 }
 
 /// SKU names, interned. Lookups never insert: only commands that succeed
@@ -30,7 +58,7 @@ pub(crate) struct SkuEntry {
 pub(crate) struct SkuTable {
     names: String,
     entries: Vec<SkuEntry>,
-    index: HashTable<u32>,
+    index: HashTable<SkuSlot>,
     hasher: DefaultHashBuilder,
 }
 
@@ -63,13 +91,9 @@ impl SkuTable {
 
     pub(crate) fn get(&self, name: &str) -> Option<SkuId> {
         let hash = self.hasher.hash_one(name);
-        let (names, entries) = (&self.names, &self.entries);
         self.index
-            .find(hash, |&id| {
-                let e = entries[id as usize];
-                &names[e.start as usize..(e.start + e.len as u32) as usize] == name
-            })
-            .map(|&id| SkuId(id))
+            .find(hash, |slot| slot.matches(&self.names, name))
+            .map(|slot| SkuId(slot.id))
     }
 
     /// Returns the id of `name`, interning it if new. Callers check the
@@ -85,13 +109,21 @@ impl SkuTable {
             start,
             first_row: NO_ROW,
             len: u16::try_from(name.len()).expect("SKU names are at most SKU_BYTES_MAX bytes"),
-            published: false,
         });
-        let (names, entries, hasher) = (&self.names, &self.entries, &self.hasher);
+        let mut inline = [0u8; INLINE_NAME_BYTES];
+        let head = name.len().min(INLINE_NAME_BYTES);
+        inline[..head].copy_from_slice(&name.as_bytes()[..head]);
+        let slot = SkuSlot {
+            id,
+            start,
+            len: name.len() as u16,
+            inline,
+        };
+        let (names, hasher) = (&self.names, &self.hasher);
         let hash = hasher.hash_one(name);
-        self.index.insert_unique(hash, id, |&other| {
-            let e = entries[other as usize];
-            hasher.hash_one(&names[e.start as usize..(e.start + e.len as u32) as usize])
+        self.index.insert_unique(hash, slot, |other| {
+            let start = other.start as usize;
+            hasher.hash_one(&names[start..start + other.len as usize])
         });
         SkuId(id)
     }
@@ -99,7 +131,7 @@ impl SkuTable {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.names.capacity()
             + self.entries.capacity() * std::mem::size_of::<SkuEntry>()
-            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.index.capacity() * (std::mem::size_of::<SkuSlot>() + 1)
     }
 }
 
@@ -185,6 +217,23 @@ mod tests {
         assert_eq!(t.name(b), "B");
         assert_eq!(t.get("C"), None);
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn long_and_short_names_compare_exactly() {
+        let mut t = SkuTable::new();
+        let long = "0123456789abcdef-tail";
+        let a = t.intern(long);
+        let b = t.intern("0123456789abcdef");
+        assert_ne!(a, b);
+        assert_eq!(t.get(long), Some(a));
+        assert_eq!(
+            t.get("0123456789abcdef-tall"),
+            None,
+            "same inline prefix, other tail"
+        );
+        assert_eq!(t.get("0123456789abcdef"), Some(b));
+        assert_eq!(t.name(a), long);
     }
 
     #[test]

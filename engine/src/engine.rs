@@ -198,7 +198,7 @@ impl Engine {
     pub(crate) fn touch(&mut self, row: RowId) {
         let r = self.rows.row(row);
         let sku = r.sku;
-        let watched = r.available() <= self.config.scarce_units || self.skus.entry(sku).published;
+        let watched = r.available() <= self.config.scarce_units || r.sku_on_board;
         if watched && !self.touched.contains(&sku) {
             self.touched.push(sku);
         }
@@ -224,9 +224,10 @@ impl Engine {
             .any(|r| self.rows.row(r).available() <= threshold);
         let name = self.skus.name(sku);
         if !scarce {
-            if self.skus.entry(sku).published {
+            let first = self.rows.rows_of(&self.skus, sku).next();
+            if first.is_some_and(|r| self.rows.row(r).sku_on_board) {
                 self.board.withdraw(name);
-                self.skus.entry_mut(sku).published = false;
+                self.mark_on_board(sku, false);
             }
             return;
         }
@@ -249,7 +250,14 @@ impl Engine {
                 as_of_index: self.applied_index,
             },
         );
-        self.skus.entry_mut(sku).published = true;
+        self.mark_on_board(sku, true);
+    }
+
+    fn mark_on_board(&mut self, sku: SkuId, on_board: bool) {
+        let rows: Vec<RowId> = self.rows.rows_of(&self.skus, sku).collect();
+        for r in rows {
+            self.rows.row_mut(r).sku_on_board = on_board;
+        }
     }
 
     /// Rebuilds the board from the rows (after restore).
@@ -281,7 +289,7 @@ impl Engine {
     pub fn row_id(&self, sku: &str, location: &str) -> Option<RowId> {
         let sku = self.skus.get(sku)?;
         let location = self.locations.get(location)?;
-        self.rows.find(&self.skus, sku, location)
+        self.rows.find(sku, location)
     }
 
     /// A row by id. Ids come from outcomes, events and reservations of this

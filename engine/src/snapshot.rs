@@ -395,6 +395,7 @@ fn decode_catalog(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotErro
             sku: SkuId(r.u32()?),
             location: LocationId(r.u16()?),
             next_in_sku: r.u32()?,
+            sku_on_board: false,
         };
         if row.sku.0 as usize >= e.skus.len() || row.location.0 as usize >= e.locations.all().len()
         {
@@ -403,7 +404,9 @@ fn decode_catalog(e: &mut Engine, r: &mut Reader<'_>) -> Result<(), SnapshotErro
         if row.next_in_sku != NO_ROW && row.next_in_sku as usize >= n {
             return Err(r.corrupt("row list link out of range").into());
         }
-        e.rows.push_restored(row);
+        if !e.rows.push_restored(row) {
+            return Err(r.corrupt("two rows for one (SKU, location)").into());
+        }
     }
     for (i, first) in first_rows.into_iter().enumerate() {
         e.skus.entry_mut(SkuId(i as u32)).first_row = first;

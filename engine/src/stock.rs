@@ -1,12 +1,15 @@
 //! Stock rows: the units of one SKU at one location.
 //!
-//! A row is 48 bytes in one dense vector; the rows of a SKU form a linked
-//! list from its catalog entry, so "every location of this SKU" needs no
-//! extra index. The promise of design §1.1 lives here: `held` never exceeds
+//! A row is 48 bytes in one dense vector. A compact hash index (4-byte
+//! slots) finds the row of `(sku, location)` in one probe, whatever the
+//! number of locations; the rows of a SKU also form a linked list from its
+//! catalog entry, for "every location of this SKU" (automatic allocation). The promise of design §1.1 lives here: `held` never exceeds
 //! `on_hand + backorder_allowance`.
 
 use crate::catalog::{SkuTable, NO_ROW};
 use crate::ids::{LocationId, RowId, SkuId};
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
 
 /// One stock row `(sku, location)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +28,10 @@ pub struct Row {
     /// The location.
     pub location: LocationId,
     pub(crate) next_in_sku: u32,
+    /// The row's SKU is on the stock board (derived, not replicated state;
+    /// kept on every row of the SKU so the apply path never reads the
+    /// catalog entry just to learn it).
+    pub(crate) sku_on_board: bool,
 }
 
 impl Row {
@@ -44,11 +51,32 @@ impl Row {
 /// All rows of a shard.
 pub(crate) struct StockTable {
     rows: Vec<Row>,
+    /// Row ids by `(sku, location)`.
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
 }
 
 impl StockTable {
     pub(crate) fn new() -> Self {
-        StockTable { rows: Vec::new() }
+        StockTable {
+            rows: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    fn key_hash(hasher: &DefaultHashBuilder, sku: SkuId, location: LocationId) -> u64 {
+        hasher.hash_one(((sku.0 as u64) << 16) | location.0 as u64)
+    }
+
+    fn index_row(&mut self, id: u32) {
+        let (rows, hasher) = (&self.rows, &self.hasher);
+        let r = &rows[id as usize];
+        let hash = Self::key_hash(hasher, r.sku, r.location);
+        self.index.insert_unique(hash, id, |&other| {
+            let o = &rows[other as usize];
+            Self::key_hash(hasher, o.sku, o.location)
+        });
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -67,11 +95,15 @@ impl StockTable {
         &self.rows
     }
 
-    /// The row of `sku` at `location`, walking the SKU's row list (one entry
-    /// per location that ever stocked it).
-    pub(crate) fn find(&self, skus: &SkuTable, sku: SkuId, location: LocationId) -> Option<RowId> {
-        self.rows_of(skus, sku)
-            .find(|&r| self.rows[r.0 as usize].location == location)
+    /// The row of `sku` at `location`: one index probe.
+    pub(crate) fn find(&self, sku: SkuId, location: LocationId) -> Option<RowId> {
+        let hash = Self::key_hash(&self.hasher, sku, location);
+        self.index
+            .find(hash, |&r| {
+                let row = &self.rows[r as usize];
+                row.sku == sku && row.location == location
+            })
+            .map(|&r| RowId(r))
     }
 
     /// Every row of `sku`, newest first.
@@ -103,6 +135,9 @@ impl StockTable {
             .filter(|&id| id != NO_ROW)
             .expect("row ids exhausted (2^32 - 1 per shard)");
         let entry = skus.entry_mut(sku);
+        // A new row of a SKU on the board joins it (the next publish lists it).
+        let sku_on_board =
+            entry.first_row != NO_ROW && self.rows[entry.first_row as usize].sku_on_board;
         self.rows.push(Row {
             on_hand: 0,
             held: 0,
@@ -111,18 +146,26 @@ impl StockTable {
             sku,
             location,
             next_in_sku: entry.first_row,
+            sku_on_board,
         });
         entry.first_row = id;
+        self.index_row(id);
         RowId(id)
     }
 
     /// Restores a row verbatim (snapshot restore), keeping its list link.
-    pub(crate) fn push_restored(&mut self, row: Row) {
+    /// Returns false if `(sku, location)` already has a row.
+    pub(crate) fn push_restored(&mut self, row: Row) -> bool {
+        if self.find(row.sku, row.location).is_some() {
+            return false;
+        }
         self.rows.push(row);
+        self.index_row((self.rows.len() - 1) as u32);
+        true
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.rows.capacity() * std::mem::size_of::<Row>()
+        self.rows.capacity() * std::mem::size_of::<Row>() + self.index.capacity() * 5
     }
 }
 
@@ -140,9 +183,9 @@ mod tests {
         let r1 = rows.insert(&mut skus, b, LocationId(0));
         let r2 = rows.insert(&mut skus, a, LocationId(3));
         assert_eq!(rows.rows_of(&skus, a).collect::<Vec<_>>(), vec![r2, r0]);
-        assert_eq!(rows.find(&skus, a, LocationId(3)), Some(r2));
-        assert_eq!(rows.find(&skus, b, LocationId(3)), None);
-        assert_eq!(rows.find(&skus, b, LocationId(0)), Some(r1));
+        assert_eq!(rows.find(a, LocationId(3)), Some(r2));
+        assert_eq!(rows.find(b, LocationId(3)), None);
+        assert_eq!(rows.find(b, LocationId(0)), Some(r1));
     }
 
     #[test]
@@ -155,6 +198,7 @@ mod tests {
             sku: SkuId(0),
             location: LocationId(0),
             next_in_sku: NO_ROW,
+            sku_on_board: false,
         };
         assert_eq!(row.available(), 10);
         assert_eq!(row.supply(), 15);

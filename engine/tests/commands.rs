@@ -778,3 +778,16 @@ fn board_publishes_scarce_and_sold_out_skus() {
         "restocked: withdrawn"
     );
 }
+
+#[test]
+fn a_new_row_of_a_scarce_sku_joins_its_board_entry() {
+    let mut l = three_warehouses();
+    let board = l.engine.board();
+    l.stock("flash", "eu-1", 2);
+    l.stock("flash", "eu-2", 1_000_000);
+    let s = board
+        .scarcity("flash", Some("eu-2"))
+        .expect("listed with its scarce sibling");
+    assert_eq!(s.available, 1_000_000);
+    assert_eq!(board.scarcity("flash", None).unwrap().available, 1_000_002);
+}
