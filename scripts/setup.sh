@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need+=(libclang-dev)
 dpkg -s clang >/dev/null 2>&1 || need+=(clang)
+# RocksDB is linked from Debian's package (see .cargo/config.toml).
+dpkg -s librocksdb-dev >/dev/null 2>&1 || need+=(librocksdb-dev)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]}"
