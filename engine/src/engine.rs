@@ -280,6 +280,12 @@ impl Engine {
         self.applied_index
     }
 
+    /// The earliest time a pending hold may be due (possibly of a hold
+    /// since resolved): the leader proposes `ExpireUpTo` once it passes.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiry.first_due_ms()
+    }
+
     /// Engine time: the latest entry time applied.
     pub fn now_ms(&self) -> u64 {
         self.now_ms

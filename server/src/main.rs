@@ -1,7 +1,140 @@
-//! `holdfast-server`: the node binary. Lands with the Raft issue; until then it
-//! only says so, so that nobody mistakes it for a working node.
+//! `holdfast-server`: one node of a Holdfast cluster.
+//!
+//! Flags outside tools rely on: `--id N`, `--listen HOST:PORT` (one gRPC
+//! port for clients and peers), `--peers 1=HOST:PORT,2=...` (every member,
+//! this node included), `--data-dir DIR`, `--shards N`. Without `--peers`
+//! it is a one-node cluster on embedded defaults.
 
-fn main() {
-    eprintln!("holdfast-server: the replicated node is not built yet (see the Raft issue); run `cargo run --release -p holdfast-bench --bin engine-demo` for the engine demo");
-    std::process::exit(2);
+use clap::Parser;
+use holdfast_server::config::{NodeConfig, SHARDS_DEFAULT};
+use holdfast_server::node::Node;
+use holdfast_server::pb::inventory::inventory_server::InventoryServer;
+use holdfast_server::service::InventoryService;
+use holdfast_server::transport::{raft_transport_server, GrpcTransport, RaftTransportService};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Largest gRPC message a client may send (a 100-line reserve is ~20 KiB).
+const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "holdfast-server",
+    version,
+    about = "A node of a Holdfast inventory reservation cluster"
+)]
+struct Args {
+    /// This node's id (1-based, unique in the cluster).
+    #[arg(long, default_value_t = 1, env = "HOLDFAST_ID")]
+    id: u64,
+    /// Address to serve gRPC on, for clients and peers alike.
+    #[arg(long, default_value = "127.0.0.1:7400", env = "HOLDFAST_LISTEN")]
+    listen: SocketAddr,
+    /// Every member as id=host:port, comma-separated, this node included.
+    /// Default: a one-node cluster of this node alone.
+    #[arg(long, env = "HOLDFAST_PEERS")]
+    peers: Option<String>,
+    /// Data directory (RocksDB and snapshots).
+    #[arg(long, default_value = "./holdfast-data", env = "HOLDFAST_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Number of shards; must be equal on every node.
+    #[arg(long, default_value_t = SHARDS_DEFAULT, env = "HOLDFAST_SHARDS")]
+    shards: u32,
+    /// Cluster id, written into the data directory (a node refuses another
+    /// cluster's data).
+    #[arg(long, default_value_t = 1, env = "HOLDFAST_CLUSTER_ID")]
+    cluster_id: u64,
+}
+
+fn parse_peers(spec: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--peers entry {part:?} is not id=host:port"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("--peers entry {part:?}: {id:?} is not a node id"))?;
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("--peers names node {id} twice"));
+        }
+    }
+    Ok(peers)
+}
+
+fn config(args: &Args) -> Result<NodeConfig, String> {
+    let mut config = NodeConfig::single(args.id, args.listen.to_string(), args.data_dir.clone());
+    if let Some(spec) = &args.peers {
+        config.peers = parse_peers(spec)?;
+    }
+    config.shards = args.shards;
+    config.cluster_id = args.cluster_id;
+    config.validate()?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("holdfast-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let transport = GrpcTransport::start(
+        config.id,
+        config.cluster_id,
+        config.peers.clone(),
+        runtime.handle().clone(),
+    );
+    let peers = config.peers.clone();
+    let (id, cluster_id) = (config.id, config.cluster_id);
+    let node = match Node::start(config, Box::new(transport)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("holdfast-server: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let handle = node.handle.clone();
+    let served = runtime.block_on(async move {
+        let inventory = InventoryServer::new(InventoryService::new(handle.clone(), peers))
+            .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+        let raft = raft_transport_server(RaftTransportService::new(id, cluster_id, handle));
+        tracing::info!(listen = %args.listen, id, "serving");
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(inventory)
+            .add_service(raft)
+            .serve_with_shutdown(args.listen, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+    });
+    if let Err(e) = served {
+        eprintln!("holdfast-server: gRPC server failed: {e}");
+        return ExitCode::from(1);
+    }
+    match node.stop() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast-server: driver stopped with an error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

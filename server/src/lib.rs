@@ -1,0 +1,16 @@
+//! The Holdfast node: Raft-replicated ledger shards, served over gRPC.
+//!
+//! Layout: `config` (what a node needs), `node` (the driver thread that runs
+//! every shard's Raft group and ledger, and the handle to reach it),
+//! `log_codec` (commands in log entries), `ids` and `status` (the wire
+//! edge: ids and errors), `pb` (generated code).
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod ids;
+pub mod log_codec;
+pub mod node;
+pub mod pb;
+pub mod service;
+pub mod status;
+pub mod transport;

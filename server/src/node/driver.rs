@@ -1,0 +1,648 @@
+//! The driver: one thread that runs every shard's Raft group of this node.
+//!
+//! Unit of work: one *loop iteration*. It takes everything waiting in the
+//! inbox (proposals, peer messages, reads), ticks the Raft timers when due,
+//! proposes each shard's gathered commands as one log entry, then handles
+//! the `Ready` of every shard in the order raft-rs documents:
+//!
+//! 1. send the leader's messages (they need not wait for the disk);
+//! 2. install an incoming snapshot;
+//! 3. apply committed entries (answering their proposers);
+//! 4. stage new entries and hard state (and the applied index) into one
+//!    write batch *for all shards*;
+//! 5. write that batch with one fsync (group commit);
+//! 6. send the messages that had to wait for persistence;
+//! 7. advance, and handle the light ready (commit index, more committed
+//!    entries) the same way.
+//!
+//! The driver is the only owner of shard state, so apply needs no locks.
+
+use super::messages::{Inbound, ProposeResult, ReadResult, ShardStatus};
+use super::shard::{PendingEntry, PendingRead, Shard};
+use super::{Routing, Transport};
+use crate::config::{NodeConfig, BATCH_COMMANDS_MAX};
+use crate::log_codec;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use holdfast_engine::{Command, CommandKind, Engine, ExpireUpTo, RequestId};
+use holdfast_raft_store::{LogBatch, RaftDb};
+use raft::eraftpb::{ConfState, Entry, EntryType, Message, Snapshot, SnapshotMetadata};
+use raft::{RawNode, StateRole};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use tracing::{debug, info, info_span, warn};
+
+/// Inbox messages handled per loop iteration at most, so that Ready
+/// handling (and fsync) is never starved by a flood of requests.
+const INBOX_PER_ITERATION_MAX: usize = 16_384;
+/// How long a linearizable read waits for its read index.
+const READ_INDEX_TIMEOUT: Duration = Duration::from_millis(2_000);
+/// Log entries kept behind a snapshot, so a briefly lagging follower
+/// catches up from the log rather than by snapshot.
+const SNAPSHOT_LOG_MARGIN: u64 = 5_000;
+
+/// Why a driver stopped. Every variant stops the node: continuing could
+/// apply garbage or acknowledge what is not durable.
+#[derive(Debug, Error)]
+pub enum DriverError {
+    /// Storage failed or found corruption.
+    #[error("storage: {0}")]
+    Storage(#[from] holdfast_raft_store::StoreError),
+    /// raft-rs refused an operation that must succeed.
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// A committed entry did not decode.
+    #[error("shard {shard} entry {index}: {error}")]
+    Corrupt {
+        /// Shard.
+        shard: u32,
+        /// Log index.
+        index: u64,
+        /// Decode error.
+        error: log_codec::LogDecodeError,
+    },
+    /// The ledger rebuilt from disk breaks a promise of design §1.
+    #[error("shard {shard}: ledger invariant broken after replay: {why}")]
+    Invariant {
+        /// Shard.
+        shard: u32,
+        /// What is broken.
+        why: String,
+    },
+    /// A snapshot from the leader did not restore.
+    #[error("shard {shard} snapshot at {index}: {error}")]
+    Snapshot {
+        /// Shard.
+        shard: u32,
+        /// Snapshot index.
+        index: u64,
+        /// Restore error.
+        error: holdfast_engine::SnapshotError,
+    },
+}
+
+/// Leader time stamps: the wall clock, never below the last stamp.
+struct StampClock {
+    last_ms: u64,
+}
+
+impl StampClock {
+    fn stamp(&mut self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_ms = self.last_ms.max(now);
+        self.last_ms
+    }
+}
+
+/// The driver of one node.
+pub struct Driver {
+    config: NodeConfig,
+    db: RaftDb,
+    shards: Vec<Shard>,
+    inbox: Receiver<Inbound>,
+    transport: Box<dyn Transport>,
+    routing: Arc<Routing>,
+    clock: StampClock,
+    events: Vec<holdfast_engine::Event>,
+}
+
+fn raft_logger() -> slog::Logger {
+    slog::Logger::root(tracing_slog::TracingSlogDrain, slog::o!())
+}
+
+impl Driver {
+    /// Opens (or creates) every shard from `db`, restoring each ledger from
+    /// its latest snapshot plus the durable applied log tail.
+    pub fn open(
+        config: NodeConfig,
+        db: RaftDb,
+        inbox: Receiver<Inbound>,
+        transport: Box<dyn Transport>,
+        routing: Arc<Routing>,
+    ) -> Result<Driver, DriverError> {
+        let mut shards = Vec::with_capacity(config.shards as usize);
+        let mut events = Vec::new();
+        for id in 0..config.shards {
+            shards.push(open_shard(&config, &db, id, &mut events)?);
+            routing.publish_board(id, shards[id as usize].engine.board());
+        }
+        Ok(Driver {
+            config,
+            db,
+            shards,
+            inbox,
+            transport,
+            routing,
+            clock: StampClock { last_ms: 0 },
+            events,
+        })
+    }
+
+    /// Runs until the inbox closes (clean stop) or an error stops the node.
+    pub fn run(mut self) -> Result<(), DriverError> {
+        let tick = Duration::from_millis(self.config.raft.tick_ms);
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inbox.recv_timeout(wait) {
+                Ok(msg) => self.handle(msg),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    for shard in &mut self.shards {
+                        shard.fail_all_pending("the node is shutting down");
+                    }
+                    return Ok(());
+                }
+            }
+            for _ in 0..INBOX_PER_ITERATION_MAX {
+                match self.inbox.try_recv() {
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + tick;
+                self.tick(now);
+            }
+            self.propose_queued();
+            self.handle_readies()?;
+            let now = Instant::now();
+            for shard in &mut self.shards {
+                shard.serve_reads(now);
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::Propose {
+                shard,
+                command,
+                reply,
+            } => match self.shards.get_mut(shard as usize) {
+                Some(s) => s.queued.push((command, Some(reply))),
+                None => {
+                    let _ = reply.send(ProposeResult::Aborted {
+                        why: "no such shard",
+                    });
+                }
+            },
+            Inbound::Raft { shard, mut message } => {
+                if let Some(s) = self.shards.get_mut(shard as usize) {
+                    guard_heartbeat_commit(&s.raw, &mut message);
+                    if let Err(e) = s.raw.step(message) {
+                        debug!(shard, error = %e, "raft message refused");
+                    }
+                }
+            }
+            Inbound::Read {
+                shard,
+                keys,
+                linearizable,
+                reply,
+            } => self.read(shard, keys, linearizable, reply),
+            Inbound::Status { with_digest, reply } => {
+                let status = self
+                    .shards
+                    .iter()
+                    .map(|s| shard_status(s, with_digest))
+                    .collect();
+                let _ = reply.send(status);
+            }
+            Inbound::TransferLeader { shard, to } => {
+                if let Some(s) = self.shards.get_mut(shard as usize) {
+                    s.raw.transfer_leader(to);
+                }
+            }
+        }
+    }
+
+    fn read(
+        &mut self,
+        shard: u32,
+        keys: Vec<(String, Option<String>)>,
+        linearizable: bool,
+        reply: tokio::sync::oneshot::Sender<ReadResult>,
+    ) {
+        let Some(s) = self.shards.get_mut(shard as usize) else {
+            let _ = reply.send(ReadResult::TimedOut);
+            return;
+        };
+        if !linearizable {
+            let rows = s.read_rows(&keys);
+            let _ = reply.send(ReadResult::Rows {
+                rows,
+                index: s.applied,
+            });
+            return;
+        }
+        if s.raw.raft.state != StateRole::Leader {
+            let leader = Some(s.raw.raft.leader_id).filter(|&l| l != 0);
+            let _ = reply.send(ReadResult::NotLeader { leader });
+            return;
+        }
+        let ctx = s.next_read_ctx;
+        s.next_read_ctx += 1;
+        s.raw.read_index(ctx.to_le_bytes().to_vec());
+        s.reads.insert(
+            ctx,
+            PendingRead {
+                keys,
+                reply,
+                index: None,
+                deadline: Instant::now() + READ_INDEX_TIMEOUT,
+            },
+        );
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let expire_every = Duration::from_millis(self.config.expire_tick_ms);
+        for s in &mut self.shards {
+            s.raw.tick();
+            if s.raw.raft.state == StateRole::Leader
+                && now.duration_since(s.last_expire_check) >= expire_every
+            {
+                s.last_expire_check = now;
+                let due = s
+                    .engine
+                    .next_expiry_ms()
+                    .is_some_and(|t| t <= self.clock.stamp());
+                if due {
+                    let up_to_ms = self.clock.stamp();
+                    let command = Command {
+                        request_id: RequestId(0),
+                        kind: CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms }),
+                    };
+                    s.queued.push((command, None));
+                }
+            }
+        }
+    }
+
+    /// Proposes each shard's gathered commands as one entry (design §5
+    /// batching), or answers `NotLeader` if this node does not lead it.
+    fn propose_queued(&mut self) {
+        for s in &mut self.shards {
+            while !s.queued.is_empty() {
+                let take = s.queued.len().min(BATCH_COMMANDS_MAX);
+                let batch: Vec<_> = s.queued.drain(..take).collect();
+                if s.raw.raft.state != StateRole::Leader {
+                    let leader = Some(s.raw.raft.leader_id).filter(|&l| l != 0);
+                    for (_, waiter) in batch {
+                        if let Some(tx) = waiter {
+                            let _ = tx.send(ProposeResult::NotLeader { leader });
+                        }
+                    }
+                    continue;
+                }
+                let (commands, waiters): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
+                let stamp_ms = self.clock.stamp();
+                let data = log_codec::encode(stamp_ms, &commands);
+                let _span =
+                    info_span!("propose", shard = s.id, commands = commands.len()).entered();
+                match s.raw.propose(vec![], data) {
+                    Ok(()) => {
+                        let index = s.raw.raft.raft_log.last_index();
+                        let term = s.raw.raft.term;
+                        s.pending.insert(index, PendingEntry { term, waiters });
+                    }
+                    Err(e) => {
+                        debug!(shard = s.id, error = %e, "proposal dropped");
+                        for tx in waiters.into_iter().flatten() {
+                            let _ = tx.send(ProposeResult::Aborted {
+                                why: "proposal dropped by raft",
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_readies(&mut self) -> Result<(), DriverError> {
+        let mut batch = LogBatch::new();
+        let mut readies = Vec::new();
+        for i in 0..self.shards.len() {
+            if !self.shards[i].raw.has_ready() {
+                continue;
+            }
+            let _span = info_span!("ready", shard = i).entered();
+            let mut rd = self.shards[i].raw.ready();
+            if let Some(ss) = rd.ss() {
+                self.routing.set_leader(i as u32, ss.leader_id);
+            }
+            self.transport.send(i as u32, rd.take_messages());
+            if !rd.snapshot().is_empty() {
+                self.install_snapshot(i, rd.snapshot().clone(), &mut batch)?;
+            }
+            for rs in rd.take_read_states() {
+                let ctx =
+                    u64::from_le_bytes(rs.request_ctx.as_slice().try_into().unwrap_or([0xff; 8]));
+                if let Some(read) = self.shards[i].reads.get_mut(&ctx) {
+                    read.index = Some(rs.index);
+                }
+            }
+            self.apply_committed(i, rd.take_committed_entries(), &mut batch)?;
+            let storage = self.shards[i].storage.clone();
+            if !rd.entries().is_empty() {
+                storage.stage_append(&mut batch, rd.entries())?;
+            }
+            if let Some(hs) = rd.hs() {
+                storage.stage_hard_state(&mut batch, hs)?;
+            }
+            readies.push((i, rd));
+        }
+        if readies.is_empty() {
+            return Ok(());
+        }
+        let report = self.db.write(batch, self.config.sync_writes)?;
+        debug!(
+            shards = report.shards,
+            ops = report.ops,
+            write_us = report.elapsed.as_micros() as u64,
+            "group commit"
+        );
+        let mut light_batch = LogBatch::new();
+        let mut light_writes = false;
+        for (i, mut rd) in readies {
+            self.transport.send(i as u32, rd.take_persisted_messages());
+            let mut light = self.shards[i].raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                let storage = self.shards[i].storage.clone();
+                let mut hs = self.shards[i].raw.raft.hard_state();
+                hs.commit = commit;
+                storage.stage_hard_state(&mut light_batch, &hs)?;
+                light_writes = true;
+            }
+            self.transport.send(i as u32, light.take_messages());
+            let committed = light.take_committed_entries();
+            light_writes |= !committed.is_empty();
+            self.apply_committed(i, committed, &mut light_batch)?;
+            self.shards[i].raw.advance_apply();
+        }
+        if light_writes {
+            // Commit index and applied index travel together, so on disk
+            // `applied <= commit` always holds; no fsync is needed: losing
+            // this write only means replaying a few entries after a crash.
+            self.db.write(light_batch, false)?;
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(
+        &mut self,
+        i: usize,
+        snapshot: Snapshot,
+        batch: &mut LogBatch,
+    ) -> Result<(), DriverError> {
+        let index = snapshot.get_metadata().index;
+        let shard = &mut self.shards[i];
+        info!(
+            shard = shard.id,
+            index, "installing snapshot from the leader"
+        );
+        let engine = Engine::restore(self.config.engine, snapshot.get_data()).map_err(|error| {
+            DriverError::Snapshot {
+                shard: shard.id,
+                index,
+                error,
+            }
+        })?;
+        shard.storage.apply_snapshot(batch, &snapshot)?;
+        shard.engine = engine;
+        shard.snapshot_index = index;
+        shard.applied = index;
+        shard.fail_all_pending("a snapshot replaced this node's log");
+        self.routing.publish_board(shard.id, shard.engine.board());
+        Ok(())
+    }
+
+    fn apply_committed(
+        &mut self,
+        i: usize,
+        entries: Vec<Entry>,
+        batch: &mut LogBatch,
+    ) -> Result<(), DriverError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let last_index = last.index;
+        let shard = &mut self.shards[i];
+        for entry in entries {
+            match entry.get_entry_type() {
+                EntryType::EntryNormal if !entry.data.is_empty() => {
+                    let outcomes = shard
+                        .apply_payload(entry.index, &entry.data, &mut self.events)
+                        .map_err(|error| DriverError::Corrupt {
+                            shard: shard.id,
+                            index: entry.index,
+                            error,
+                        })?;
+                    shard.answer(entry.index, entry.term, outcomes);
+                }
+                EntryType::EntryNormal => shard.answer(entry.index, entry.term, Vec::new()),
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    // Membership is static; a conf change in the log means a
+                    // node of another configuration wrote it.
+                    warn!(
+                        shard = shard.id,
+                        index = entry.index,
+                        "ignoring a membership change entry"
+                    );
+                }
+            }
+            shard.applied = entry.index;
+        }
+        shard.storage.stage_applied_index(batch, last_index)?;
+        self.maybe_snapshot(i, last_index, batch)
+    }
+
+    /// Every `snapshot_every_entries` applied entries: snapshot the ledger
+    /// and compact the log behind it (keeping a margin).
+    fn maybe_snapshot(
+        &mut self,
+        i: usize,
+        applied: u64,
+        batch: &mut LogBatch,
+    ) -> Result<(), DriverError> {
+        let shard = &mut self.shards[i];
+        if applied < shard.snapshot_index + self.config.snapshot_every_entries {
+            return Ok(());
+        }
+        let _span = info_span!("snapshot", shard = shard.id, index = applied).entered();
+        let term = raft::Storage::term(&shard.storage, applied)?;
+        let data = shard.engine.snapshot();
+        let mut metadata = SnapshotMetadata {
+            index: applied,
+            term,
+            ..Default::default()
+        };
+        metadata.set_conf_state(shard.storage.conf_state()?);
+        // Staged with the applied index and the compaction it allows, so the
+        // snapshot never gets ahead of the durable commit.
+        shard.storage.stage_snapshot(batch, metadata, &data)?;
+        let compact_to = applied.saturating_sub(SNAPSHOT_LOG_MARGIN);
+        if compact_to > raft::Storage::first_index(&shard.storage)? {
+            shard.storage.compact(batch, compact_to)?;
+        }
+        shard.snapshot_index = applied;
+        info!(
+            shard = shard.id,
+            index = applied,
+            bytes = data.len(),
+            "snapshot taken"
+        );
+        Ok(())
+    }
+}
+
+/// A leader sends `commit = min(match, committed)` in heartbeats; after this
+/// node lost its log (a wiped data directory) the leader's `match` for it is
+/// stale, and raft-rs would abort on a commit beyond the local log. Such a
+/// commit is lowered to what this node already committed: never an advance,
+/// so always safe; the leader then finds the gap from the rejected append
+/// that follows and sends a snapshot.
+fn guard_heartbeat_commit(raw: &RawNode<holdfast_raft_store::ShardStorage>, message: &mut Message) {
+    if message.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat
+        && message.commit > raw.raft.raft_log.last_index()
+    {
+        debug!(
+            from = message.from,
+            commit = message.commit,
+            "heartbeat commit beyond the local log"
+        );
+        message.commit = raw.raft.raft_log.committed;
+    }
+}
+
+fn shard_status(s: &Shard, with_digest: bool) -> ShardStatus {
+    ShardStatus {
+        shard: s.id,
+        leader: s.raw.raft.leader_id,
+        term: s.raw.raft.term,
+        commit: s.raw.raft.raft_log.committed,
+        applied: s.applied,
+        digest: with_digest.then(|| s.engine.state_digest()),
+        reservations: s.engine.reservation_count(),
+    }
+}
+
+/// raft-rs configuration of one shard's group.
+fn raft_config(config: &NodeConfig, applied: u64) -> raft::Config {
+    raft::Config {
+        id: config.id,
+        election_tick: config.raft.election_ticks,
+        heartbeat_tick: config.raft.heartbeat_ticks,
+        applied,
+        max_size_per_msg: config.raft.max_size_per_msg,
+        max_inflight_msgs: config.raft.max_inflight_msgs,
+        max_uncommitted_size: config.raft.max_uncommitted_size,
+        check_quorum: true,
+        pre_vote: true,
+        ..raft::Config::default()
+    }
+}
+
+/// Opens one shard: bootstraps membership on a fresh node, restores the
+/// ledger from the latest snapshot, replays the durable applied tail.
+fn open_shard(
+    config: &NodeConfig,
+    db: &RaftDb,
+    id: u32,
+    events: &mut Vec<holdfast_engine::Event>,
+) -> Result<Shard, DriverError> {
+    let storage = db.shard(id)?;
+    // raft-rs panics on storage errors it reads later: check the whole log
+    // now, so damage is reported (with shard and index) and stops the node.
+    storage.verify_log()?;
+    if storage.conf_state()?.voters.is_empty() {
+        let mut batch = LogBatch::new();
+        let conf = ConfState {
+            voters: config.peers.keys().copied().collect(),
+            ..ConfState::default()
+        };
+        storage.stage_conf_state(&mut batch, &conf)?;
+        db.write(batch, true)?;
+    }
+    let (engine, snapshot_index) = match storage.latest_snapshot()? {
+        Some(snapshot) => {
+            let index = snapshot.get_metadata().index;
+            let engine = Engine::restore(config.engine, snapshot.get_data()).map_err(|error| {
+                DriverError::Snapshot {
+                    shard: id,
+                    index,
+                    error,
+                }
+            })?;
+            (engine, index)
+        }
+        None => (Engine::new(config.engine), 0),
+    };
+    let applied = storage.applied_index()?.max(snapshot_index);
+    let logger = raft_logger();
+    let raw = RawNode::new(&raft_config(config, applied), storage.clone(), &logger)?;
+    let mut shard = Shard {
+        id,
+        raw,
+        storage,
+        engine,
+        queued: Vec::new(),
+        pending: Default::default(),
+        reads: Default::default(),
+        next_read_ctx: 0,
+        snapshot_index,
+        applied,
+        last_expire_check: Instant::now(),
+    };
+    replay(&mut shard, snapshot_index + 1, applied, events)?;
+    info!(shard = id, snapshot_index, applied, "shard opened");
+    Ok(shard)
+}
+
+/// Re-applies the durable log between the snapshot and the applied index:
+/// the ledger lives in memory, so a restart rebuilds it from disk.
+fn replay(
+    shard: &mut Shard,
+    from: u64,
+    to: u64,
+    events: &mut Vec<holdfast_engine::Event>,
+) -> Result<(), DriverError> {
+    let mut next = from;
+    while next <= to {
+        let entries = shard.storage.read_entries(
+            next,
+            to + 1,
+            Some(holdfast_raft_store::REPLAY_READ_BYTES_MAX),
+        )?;
+        if entries.is_empty() {
+            break;
+        }
+        for entry in entries {
+            if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
+                shard
+                    .apply_payload(entry.index, &entry.data, events)
+                    .map_err(|error| DriverError::Corrupt {
+                        shard: shard.id,
+                        index: entry.index,
+                        error,
+                    })?;
+            }
+            next = entry.index + 1;
+        }
+    }
+    shard
+        .engine
+        .check_invariants()
+        .map_err(|why| DriverError::Invariant {
+            shard: shard.id,
+            why,
+        })
+}
+
+/// Routes a message to a shard's `Message::to` peer: used by transports.
+pub fn recipient(message: &Message) -> u64 {
+    message.to
+}

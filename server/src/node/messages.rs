@@ -1,0 +1,159 @@
+//! What flows into a node's driver thread, and what comes back.
+//!
+//! The driver owns every shard (its `RawNode` and `Engine`); other threads
+//! talk to it only through `Inbound` messages on one bounded channel, and get
+//! answers on one-shot channels. Nothing else touches a shard's state.
+
+use holdfast_engine::{Availability, Command, Outcome, ReservationId};
+use raft::eraftpb::Message;
+use tokio::sync::oneshot;
+
+/// A request to the driver.
+pub enum Inbound {
+    /// Propose a command on a shard this node leads; answered after apply.
+    Propose {
+        /// The shard.
+        shard: u32,
+        /// The command.
+        command: Command,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ProposeResult>,
+    },
+    /// A Raft message from a peer.
+    Raft {
+        /// The shard.
+        shard: u32,
+        /// The message.
+        message: Message,
+    },
+    /// Read rows from this node's applied state (stale read), or, with
+    /// `linearizable`, after a ReadIndex round confirms this node leads and
+    /// has applied every acknowledged write.
+    Read {
+        /// The shard.
+        shard: u32,
+        /// `(sku, location)`; a `None` location reads every location.
+        keys: Vec<(String, Option<String>)>,
+        /// Confirm leadership and wait for the read index first.
+        linearizable: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ReadResult>,
+    },
+    /// Report per-shard status (leader, term, applied index, digest).
+    Status {
+        /// Include each shard's state digest (O(state); for tests and tools).
+        with_digest: bool,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<ShardStatus>>,
+    },
+    /// Hand leadership of a shard to a peer.
+    TransferLeader {
+        /// The shard.
+        shard: u32,
+        /// The peer to lead it.
+        to: u64,
+    },
+}
+
+/// Allocation of a reservation line, with names resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocationView {
+    /// Product code.
+    pub sku: String,
+    /// Location name.
+    pub location: String,
+    /// Units held.
+    pub quantity: i64,
+    /// Promisable units right after the hold.
+    pub available_after: i64,
+}
+
+/// What a reply needs beyond the outcome, read from the engine right after
+/// apply (on the driver thread, so it is consistent with the outcome).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AppliedDetail {
+    /// For a successful reserve: its allocations and expiry.
+    pub allocations: Vec<AllocationView>,
+    /// Expiry of the reservation the outcome names, if retained.
+    pub expires_at_ms: Option<u64>,
+    /// Names of locations an outcome mentions, by id.
+    pub location_names: Vec<(u16, String)>,
+    /// Log index the command was applied at.
+    pub index: u64,
+}
+
+/// The answer to a proposal.
+#[derive(Debug)]
+pub enum ProposeResult {
+    /// Applied (committed on a quorum, fsynced, applied here).
+    Applied {
+        /// The engine's answer.
+        outcome: Outcome,
+        /// Detail for building the reply.
+        detail: AppliedDetail,
+    },
+    /// This node does not lead the shard; the leader's id if known.
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<u64>,
+    },
+    /// The proposal was dropped or lost to a leader change; the command may
+    /// or may not apply later: retrying with the same request id is safe.
+    Aborted {
+        /// Why.
+        why: &'static str,
+    },
+}
+
+/// One row read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowRead {
+    /// Product code.
+    pub sku: String,
+    /// Location name.
+    pub location: String,
+    /// The figures.
+    pub availability: Availability,
+}
+
+/// The answer to a read.
+#[derive(Debug)]
+pub enum ReadResult {
+    /// The rows that exist, as of `index`.
+    Rows {
+        /// Rows found.
+        rows: Vec<RowRead>,
+        /// Applied index the rows reflect.
+        index: u64,
+    },
+    /// Not the leader (linearizable reads only).
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<u64>,
+    },
+    /// The read index did not arrive in time; retry.
+    TimedOut,
+}
+
+/// Status of one shard on this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStatus {
+    /// The shard.
+    pub shard: u32,
+    /// Leader id (0 if unknown).
+    pub leader: u64,
+    /// Current term.
+    pub term: u64,
+    /// Commit index.
+    pub commit: u64,
+    /// Applied index.
+    pub applied: u64,
+    /// State digest, if asked for.
+    pub digest: Option<u128>,
+    /// Reservations retained.
+    pub reservations: usize,
+}
+
+/// Reservation ids stay engine-local inside the node; this is the pair the
+/// wire id encodes.
+pub type ShardReservation = (u32, ReservationId);

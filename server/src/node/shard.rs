@@ -1,0 +1,226 @@
+//! One shard on one node: its Raft group member, its ledger, the commands
+//! waiting to be proposed, and the proposals waiting to be applied.
+//!
+//! A proposal is tracked by the `(term, index)` its entry got when proposed.
+//! When the entry at that index is applied, the waiters are answered with
+//! the outcomes if the applied entry has that term, and failed with
+//! `Aborted` if it has another (the proposal was lost to a leader change;
+//! a retry with the same request id is safe because the engine deduplicates).
+
+use super::messages::{AllocationView, AppliedDetail, ProposeResult, ReadResult, RowRead};
+use crate::log_codec;
+use holdfast_engine::{Command, Engine, Outcome, Refusal, Stamp, Success};
+use holdfast_raft_store::ShardStorage;
+use raft::RawNode;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+/// Reply channel of one proposed command (`None` for the leader's own
+/// commands such as `ExpireUpTo`).
+pub type Waiter = Option<oneshot::Sender<ProposeResult>>;
+
+/// An entry proposed by this node, waiting to be applied.
+pub struct PendingEntry {
+    /// Term the entry was proposed in.
+    pub term: u64,
+    /// One waiter per command of the entry, in order.
+    pub waiters: Vec<Waiter>,
+}
+
+/// A read waiting for its read index, then for apply to reach it.
+pub struct PendingRead {
+    /// Rows to read.
+    pub keys: Vec<(String, Option<String>)>,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<ReadResult>,
+    /// The read index once Raft confirmed it.
+    pub index: Option<u64>,
+    /// Give up (answer `TimedOut`) after this.
+    pub deadline: Instant,
+}
+
+/// A shard's state on this node.
+pub struct Shard {
+    /// Shard id.
+    pub id: u32,
+    /// The Raft group member.
+    pub raw: RawNode<ShardStorage>,
+    /// Durable storage of the group (shared with `raw`).
+    pub storage: ShardStorage,
+    /// The ledger.
+    pub engine: Engine,
+    /// Commands gathered this loop iteration, proposed as one entry.
+    pub queued: Vec<(Command, Waiter)>,
+    /// Proposed entries by log index.
+    pub pending: BTreeMap<u64, PendingEntry>,
+    /// Reads by request context.
+    pub reads: BTreeMap<u64, PendingRead>,
+    /// Next read context number.
+    pub next_read_ctx: u64,
+    /// Index of the latest snapshot taken or installed.
+    pub snapshot_index: u64,
+    /// Raft index of the last applied entry (empty and membership entries
+    /// included, unlike the engine's own applied index).
+    pub applied: u64,
+    /// When the leader last checked for due holds.
+    pub last_expire_check: Instant,
+}
+
+impl Shard {
+    /// Applies one committed normal entry's payload at `index`; returns the
+    /// outcomes (one per command). A payload that does not decode is fatal.
+    pub fn apply_payload(
+        &mut self,
+        index: u64,
+        data: &[u8],
+        events: &mut Vec<holdfast_engine::Event>,
+    ) -> Result<Vec<(Outcome, AppliedDetail)>, log_codec::LogDecodeError> {
+        let batch = log_codec::decode(data)?;
+        let stamp = Stamp {
+            index,
+            now_ms: batch.stamp_ms,
+        };
+        let mut out = Vec::with_capacity(batch.commands.len());
+        for cmd in &batch.commands {
+            events.clear();
+            let outcome = self.engine.apply(stamp, cmd, events);
+            let detail = self.detail(index, cmd, &outcome);
+            out.push((outcome, detail));
+        }
+        Ok(out)
+    }
+
+    /// Reads what a reply needs from the engine, right after apply.
+    fn detail(&self, index: u64, cmd: &Command, outcome: &Outcome) -> AppliedDetail {
+        let mut detail = AppliedDetail {
+            index,
+            ..AppliedDetail::default()
+        };
+        let reservation = match outcome {
+            Ok(Success::Reserved { reservation }) | Ok(Success::Extended { reservation, .. }) => {
+                Some(*reservation)
+            }
+            _ => None,
+        };
+        if let Some(res) = reservation.and_then(|id| self.engine.reservation(id)) {
+            detail.expires_at_ms = Some(res.expires_at_ms);
+            if matches!(outcome, Ok(Success::Reserved { .. })) {
+                detail.allocations = res
+                    .lines
+                    .iter()
+                    .map(|l| {
+                        let row = self.engine.row(l.row);
+                        AllocationView {
+                            sku: self.engine.sku_name(row.sku).to_string(),
+                            location: self.engine.location(row.location).name.to_string(),
+                            quantity: l.quantity as i64,
+                            available_after: l.available_after,
+                        }
+                    })
+                    .collect();
+            }
+        }
+        if let Err(Refusal::OutOfStock {
+            location: Some(loc),
+            ..
+        }) = outcome
+        {
+            detail
+                .location_names
+                .push((loc.0, self.engine.location(*loc).name.to_string()));
+        }
+        let _ = cmd;
+        detail
+    }
+
+    /// Answers the waiters of the entry at `index` (term `term`) with
+    /// `outcomes`, or fails them if the entry is not theirs.
+    pub fn answer(&mut self, index: u64, term: u64, outcomes: Vec<(Outcome, AppliedDetail)>) {
+        // Entries proposed at lower indexes that never appeared were
+        // overwritten by a new leader before this index: fail them.
+        while let Some((&i, _)) = self.pending.first_key_value() {
+            if i >= index {
+                break;
+            }
+            let (_, lost) = self.pending.pop_first().expect("first exists");
+            fail(lost.waiters, "the entry was replaced after a leader change");
+        }
+        let Some(entry) = self.pending.remove(&index) else {
+            return;
+        };
+        if entry.term != term || entry.waiters.len() != outcomes.len() {
+            fail(
+                entry.waiters,
+                "the entry was replaced after a leader change",
+            );
+            return;
+        }
+        for (waiter, (outcome, detail)) in entry.waiters.into_iter().zip(outcomes) {
+            if let Some(tx) = waiter {
+                let _ = tx.send(ProposeResult::Applied { outcome, detail });
+            }
+        }
+    }
+
+    /// Fails every pending proposal (snapshot installed, or shutting down).
+    pub fn fail_all_pending(&mut self, why: &'static str) {
+        for (_, entry) in std::mem::take(&mut self.pending) {
+            fail(entry.waiters, why);
+        }
+        for (cmd_waiter, waiter) in std::mem::take(&mut self.queued) {
+            let _ = cmd_waiter;
+            fail(vec![waiter], why);
+        }
+    }
+
+    /// Reads rows from the applied state.
+    pub fn read_rows(&self, keys: &[(String, Option<String>)]) -> Vec<RowRead> {
+        let mut rows = Vec::new();
+        for (sku, location) in keys {
+            let ids = match location {
+                Some(loc) => self.engine.row_id(sku, loc).into_iter().collect(),
+                None => self.engine.rows_of_sku(sku),
+            };
+            for id in ids {
+                let row = self.engine.row(id);
+                rows.push(RowRead {
+                    sku: sku.clone(),
+                    location: self.engine.location(row.location).name.to_string(),
+                    availability: self.engine.availability_of(id),
+                });
+            }
+        }
+        rows
+    }
+
+    /// Serves reads whose read index has been applied, and times out old
+    /// ones.
+    pub fn serve_reads(&mut self, now: Instant) {
+        let applied = self.applied;
+        let ready: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| r.index.is_some_and(|i| i <= applied) || r.deadline <= now)
+            .map(|(&ctx, _)| ctx)
+            .collect();
+        for ctx in ready {
+            let read = self.reads.remove(&ctx).expect("listed");
+            let result = if read.index.is_some_and(|i| i <= applied) {
+                ReadResult::Rows {
+                    rows: self.read_rows(&read.keys),
+                    index: applied,
+                }
+            } else {
+                ReadResult::TimedOut
+            };
+            let _ = read.reply.send(result);
+        }
+    }
+}
+
+fn fail(waiters: Vec<Waiter>, why: &'static str) {
+    for tx in waiters.into_iter().flatten() {
+        let _ = tx.send(ProposeResult::Aborted { why });
+    }
+}

@@ -1,0 +1,625 @@
+//! The `holdfast.inventory.v1.Inventory` gRPC service.
+//!
+//! Unit of work: one RPC. It turns the request into an engine command (the
+//! engine validates fields), finds the shard (`shard_of(sku)`, or the shard
+//! a reservation id names), and either proposes on this node's driver when
+//! this node leads the shard, or forwards the request once to the leader.
+//! A node that cannot reach a leader answers `UNAVAILABLE` with the leader's
+//! address when it knows it; the client retries with the same request id.
+
+use crate::ids::{self, BadId};
+use crate::node::messages::{AppliedDetail, Inbound, ProposeResult, ReadResult};
+use crate::node::{NodeHandle, SubmitError};
+use crate::pb::inventory as pb;
+use crate::pb::inventory::inventory_client::InventoryClient;
+use crate::status::{self, RefusalContext};
+use holdfast_engine::{self as engine, shard_of, Command, CommandKind, Outcome, Success};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+/// Rows one `GetAvailability` may ask for.
+pub const AVAILABILITY_ROWS_MAX: usize = 1_000;
+/// Deadline applied when the client sets none.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
+/// Metadata key marking a request forwarded by another node (a forwarded
+/// request is never forwarded again: no loops).
+const FORWARDED: &str = "x-holdfast-forwarded";
+/// Metadata key restricting a fanned-out request (`UpsertLocation`) to one
+/// shard: set on the part forwarded to that shard's leader.
+const ONLY_SHARD: &str = "x-holdfast-shard";
+
+/// The service of one node.
+pub struct InventoryService {
+    node: NodeHandle,
+    peers: BTreeMap<u64, String>,
+    clients: Mutex<BTreeMap<u64, InventoryClient<Channel>>>,
+}
+
+fn bad_id(e: BadId) -> Status {
+    status::invalid(e.field, e.why)
+}
+
+impl InventoryService {
+    /// A service over `node`, forwarding to `peers` (id → `host:port`).
+    pub fn new(node: NodeHandle, peers: BTreeMap<u64, String>) -> Self {
+        InventoryService {
+            node,
+            peers,
+            clients: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn client(&self, id: u64) -> Option<InventoryClient<Channel>> {
+        let mut clients = self.clients.lock();
+        if let Some(c) = clients.get(&id) {
+            return Some(c.clone());
+        }
+        let addr = self.peers.get(&id)?;
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).ok()?;
+        let channel = endpoint
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let client = InventoryClient::new(channel);
+        clients.insert(id, client.clone());
+        Some(client)
+    }
+
+    /// Proposes `command` on `shard` through this node's driver.
+    async fn propose(&self, shard: u32, command: Command) -> Result<ProposeResult, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.node
+            .submit(Inbound::Propose {
+                shard,
+                command,
+                reply: tx,
+            })
+            .map_err(|e| match e {
+                SubmitError::Overloaded => {
+                    Status::resource_exhausted("node overloaded; retry with the same request id")
+                }
+                SubmitError::Stopped => Status::unavailable("node is stopping"),
+            })?;
+        rx.await.map_err(|_| {
+            Status::unavailable("node stopped before answering; retry with the same request id")
+        })
+    }
+
+    /// Runs `command` on `shard`: locally if this node leads it, else by
+    /// forwarding `forward` to the leader.
+    async fn execute<Req, Resp, F, Fut>(
+        &self,
+        request: &Request<Req>,
+        shard: u32,
+        command: Command,
+        forward: F,
+    ) -> Result<Executed<Resp>, Status>
+    where
+        Req: Clone,
+        F: FnOnce(InventoryClient<Channel>, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let leader = self.node.routing.leader(shard);
+        if let Some(leader) = leader.filter(|&l| l != self.node.id && !forwarded) {
+            return self
+                .forward(leader, shard, request, forward)
+                .await
+                .map(Executed::Forwarded);
+        }
+        match self.propose(shard, command).await? {
+            ProposeResult::Applied { outcome, detail } => Ok(Executed::Local(outcome, detail)),
+            ProposeResult::NotLeader { leader } => match leader.filter(|&l| l != self.node.id) {
+                Some(l) if !forwarded => self
+                    .forward(l, shard, request, forward)
+                    .await
+                    .map(Executed::Forwarded),
+                other => Err(status::unavailable(
+                    shard,
+                    other.and_then(|l| self.peers.get(&l)).map(String::as_str),
+                )),
+            },
+            ProposeResult::Aborted { why } => Err(status::aborted(shard, why)),
+        }
+    }
+
+    async fn forward<Req, Resp, F, Fut>(
+        &self,
+        leader: u64,
+        shard: u32,
+        request: &Request<Req>,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        F: FnOnce(InventoryClient<Channel>, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let hint = self.peers.get(&leader).map(String::as_str);
+        let Some(client) = self.client(leader) else {
+            return Err(status::unavailable(shard, hint));
+        };
+        let mut forwarded = Request::new(request.get_ref().clone());
+        forwarded
+            .metadata_mut()
+            .insert(FORWARDED, MetadataValue::from_static("1"));
+        if let Some(only) = request.metadata().get(ONLY_SHARD) {
+            forwarded.metadata_mut().insert(ONLY_SHARD, only.clone());
+        }
+        forwarded.set_timeout(DEFAULT_DEADLINE);
+        call(client, forwarded).await.map_err(|s| match s.code() {
+            // The leader is unreachable: say so with its address.
+            Code::Unavailable | Code::Unknown if s.message().contains("transport") => {
+                status::unavailable(shard, hint)
+            }
+            _ => s,
+        })
+    }
+
+    fn refusal_status(
+        &self,
+        refusal: &engine::Refusal,
+        detail: &AppliedDetail,
+        skus: &[String],
+    ) -> Status {
+        let names = &detail.location_names;
+        status::refusal(
+            refusal,
+            &RefusalContext {
+                sku_of_line: &|line| skus.get(line as usize).cloned(),
+                location_name: &|id| {
+                    names
+                        .iter()
+                        .find(|(i, _)| *i == id.0)
+                        .map(|(_, n)| n.clone())
+                        .unwrap_or_default()
+                },
+                as_of_index: detail.index,
+            },
+        )
+    }
+}
+
+/// Where an RPC was served.
+enum Executed<Resp> {
+    /// Applied here.
+    Local(Outcome, AppliedDetail),
+    /// Answered by the leader.
+    Forwarded(Response<Resp>),
+}
+
+fn fill_policy(p: i32) -> Result<engine::FillPolicy, Status> {
+    match pb::FillPolicy::try_from(p) {
+        Ok(pb::FillPolicy::Unspecified | pb::FillPolicy::AllOrNothing) => {
+            Ok(engine::FillPolicy::AllOrNothing)
+        }
+        Ok(pb::FillPolicy::Partial) => Ok(engine::FillPolicy::Partial),
+        Err(_) => Err(status::invalid("policy", "is not a known fill policy")),
+    }
+}
+
+/// The one shard every line's SKU belongs to.
+fn single_shard(skus: &[String], shards: u32) -> Result<u32, Status> {
+    let mut shard = None;
+    for (i, sku) in skus.iter().enumerate() {
+        let s = shard_of(sku, shards);
+        match shard {
+            None => shard = Some(s),
+            Some(first) if first != s => {
+                return Err(status::invalid(
+                    &format!("lines[{i}].sku"),
+                    "is on another shard than lines[0].sku; reserve them separately (cross-shard reservations come later)",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(shard.unwrap_or(0))
+}
+
+fn unexpected(outcome: &Outcome) -> Status {
+    Status::internal(format!("unexpected outcome {outcome:?}"))
+}
+
+#[tonic::async_trait]
+impl pb::inventory_server::Inventory for InventoryService {
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        let r = request.get_ref();
+        let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
+        let skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
+        let shard = single_shard(&skus, self.node.shards)?;
+        let command = Command {
+            request_id,
+            kind: CommandKind::Reserve(engine::Reserve {
+                owner: r.owner_id.clone(),
+                customer: r.customer_id.clone(),
+                region: r.region.clone(),
+                lines: r
+                    .lines
+                    .iter()
+                    .map(|l| engine::ReserveLine {
+                        sku: l.sku.clone(),
+                        quantity: l.quantity,
+                        location: l.location.clone(),
+                    })
+                    .collect(),
+                ttl_ms: r.ttl_ms,
+                policy: fill_policy(r.policy)?,
+                allow_split: r.allow_split,
+            }),
+        };
+        match self
+            .execute(&request, shard, command, |mut c, req| async move {
+                c.reserve(req).await
+            })
+            .await?
+        {
+            Executed::Forwarded(resp) => Ok(resp),
+            Executed::Local(Ok(Success::Reserved { reservation }), detail) => {
+                Ok(Response::new(pb::ReserveResponse {
+                    reservation_id: ids::reservation_to_wire(shard, reservation),
+                    allocations: detail
+                        .allocations
+                        .into_iter()
+                        .map(|a| pb::Allocation {
+                            sku: a.sku,
+                            location: a.location,
+                            quantity: a.quantity,
+                            available_after: a.available_after,
+                        })
+                        .collect(),
+                    expires_at_ms: detail.expires_at_ms.unwrap_or(0),
+                }))
+            }
+            Executed::Local(Err(refusal), detail) => {
+                Err(self.refusal_status(&refusal, &detail, &skus))
+            }
+            Executed::Local(other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn confirm(
+        &self,
+        request: Request<pb::ConfirmRequest>,
+    ) -> Result<Response<pb::ConfirmResponse>, Status> {
+        let r = request.get_ref();
+        let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
+        let (shard, reservation) =
+            ids::reservation_from_wire(&r.reservation_id, self.node.shards).map_err(bad_id)?;
+        let command = Command {
+            request_id,
+            kind: CommandKind::Confirm(engine::Confirm {
+                reservation,
+                quantities: (!r.quantities.is_empty()).then(|| r.quantities.clone()),
+            }),
+        };
+        let wire_id = r.reservation_id.clone();
+        match self
+            .execute(&request, shard, command, |mut c, req| async move {
+                c.confirm(req).await
+            })
+            .await?
+        {
+            Executed::Forwarded(resp) => Ok(resp),
+            Executed::Local(
+                Ok(Success::Confirmed {
+                    units_confirmed,
+                    units_released,
+                    ..
+                }),
+                _,
+            ) => Ok(Response::new(pb::ConfirmResponse {
+                reservation_id: wire_id,
+                units_confirmed: units_confirmed as i64,
+                units_released: units_released as i64,
+            })),
+            Executed::Local(Err(refusal), detail) => {
+                Err(self.refusal_status(&refusal, &detail, &[]))
+            }
+            Executed::Local(other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let r = request.get_ref();
+        let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
+        let (shard, reservation) =
+            ids::reservation_from_wire(&r.reservation_id, self.node.shards).map_err(bad_id)?;
+        let command = Command {
+            request_id,
+            kind: CommandKind::Release(engine::Release { reservation }),
+        };
+        let wire_id = r.reservation_id.clone();
+        match self
+            .execute(&request, shard, command, |mut c, req| async move {
+                c.release(req).await
+            })
+            .await?
+        {
+            Executed::Forwarded(resp) => Ok(resp),
+            Executed::Local(Ok(Success::Released { units_released, .. }), _) => {
+                Ok(Response::new(pb::ReleaseResponse {
+                    reservation_id: wire_id,
+                    units_released: units_released as i64,
+                }))
+            }
+            Executed::Local(Err(refusal), detail) => {
+                Err(self.refusal_status(&refusal, &detail, &[]))
+            }
+            Executed::Local(other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn extend(
+        &self,
+        request: Request<pb::ExtendRequest>,
+    ) -> Result<Response<pb::ExtendResponse>, Status> {
+        let r = request.get_ref();
+        let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
+        let (shard, reservation) =
+            ids::reservation_from_wire(&r.reservation_id, self.node.shards).map_err(bad_id)?;
+        let command = Command {
+            request_id,
+            kind: CommandKind::Extend(engine::Extend {
+                reservation,
+                ttl_ms: r.ttl_ms,
+            }),
+        };
+        let wire_id = r.reservation_id.clone();
+        match self
+            .execute(&request, shard, command, |mut c, req| async move {
+                c.extend(req).await
+            })
+            .await?
+        {
+            Executed::Forwarded(resp) => Ok(resp),
+            Executed::Local(Ok(Success::Extended { expires_at_ms, .. }), _) => {
+                Ok(Response::new(pb::ExtendResponse {
+                    reservation_id: wire_id,
+                    expires_at_ms,
+                }))
+            }
+            Executed::Local(Err(refusal), detail) => {
+                Err(self.refusal_status(&refusal, &detail, &[]))
+            }
+            Executed::Local(other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn adjust_stock(
+        &self,
+        request: Request<pb::AdjustStockRequest>,
+    ) -> Result<Response<pb::AdjustStockResponse>, Status> {
+        let r = request.get_ref();
+        let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
+        let shard = shard_of(&r.sku, self.node.shards);
+        let command = Command {
+            request_id,
+            kind: CommandKind::AdjustStock(engine::AdjustStock {
+                sku: r.sku.clone(),
+                location: r.location.clone(),
+                delta: r.delta,
+                expected_on_hand: r.expected_on_hand,
+            }),
+        };
+        match self
+            .execute(&request, shard, command, |mut c, req| async move {
+                c.adjust_stock(req).await
+            })
+            .await?
+        {
+            Executed::Forwarded(resp) => Ok(resp),
+            Executed::Local(
+                Ok(Success::Adjusted {
+                    on_hand, available, ..
+                }),
+                _,
+            ) => Ok(Response::new(pb::AdjustStockResponse {
+                on_hand,
+                available,
+            })),
+            Executed::Local(Err(refusal), detail) => {
+                Err(self.refusal_status(&refusal, &detail, &[]))
+            }
+            Executed::Local(other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn upsert_location(
+        &self,
+        request: Request<pb::UpsertLocationRequest>,
+    ) -> Result<Response<pb::UpsertLocationResponse>, Status> {
+        // Every shard needs the location: one command per shard, each under
+        // its own derived request id, all of which must succeed.
+        let r = request.get_ref().clone();
+        let base = ids::request_id(&r.request_id).map_err(bad_id)?;
+        let only: Option<u32> = request
+            .metadata()
+            .get(ONLY_SHARD)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let shards: Vec<u32> = match only {
+            Some(s) if s < self.node.shards => vec![s],
+            Some(_) => {
+                return Err(status::invalid(
+                    ONLY_SHARD,
+                    "names no shard of this cluster",
+                ))
+            }
+            None => (0..self.node.shards).collect(),
+        };
+        let mut created = false;
+        for shard in shards {
+            let command = Command {
+                request_id: ids::request_id_for_shard(base, shard),
+                kind: CommandKind::UpsertLocation(engine::UpsertLocation {
+                    location: r.location.clone(),
+                    region: r.region.clone(),
+                    priority: r.priority,
+                }),
+            };
+            let mut per_shard = Request::new(r.clone());
+            if request.metadata().contains_key(FORWARDED) {
+                per_shard
+                    .metadata_mut()
+                    .insert(FORWARDED, MetadataValue::from_static("1"));
+            }
+            per_shard
+                .metadata_mut()
+                .insert(ONLY_SHARD, MetadataValue::from(shard));
+            match self
+                .execute(&per_shard, shard, command, |mut c, req| async move {
+                    c.upsert_location(req).await
+                })
+                .await?
+            {
+                // The leader of this shard applied this shard's part.
+                Executed::Forwarded(resp) => created |= resp.get_ref().created,
+                Executed::Local(Ok(Success::LocationUpserted { created: c, .. }), _) => {
+                    created |= c
+                }
+                Executed::Local(Err(refusal), detail) => {
+                    return Err(self.refusal_status(&refusal, &detail, &[]))
+                }
+                Executed::Local(other, _) => return Err(unexpected(&other)),
+            }
+        }
+        Ok(Response::new(pb::UpsertLocationResponse { created }))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let r = request.get_ref();
+        let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
+        let shard = shard_of(&r.sku, self.node.shards);
+        let customer_limit = match (&r.customer_limit, r.clear_customer_limit) {
+            (Some(_), true) => {
+                return Err(status::invalid(
+                    "clear_customer_limit",
+                    "cannot be set together with customer_limit",
+                ))
+            }
+            (Some(l), false) => engine::LimitChange::Set(engine::CustomerLimit {
+                max_units: l.max_units,
+                campaign: l.campaign,
+            }),
+            (None, true) => engine::LimitChange::Clear,
+            (None, false) => engine::LimitChange::Keep,
+        };
+        let command = Command {
+            request_id,
+            kind: CommandKind::SetPolicy(engine::SetPolicy {
+                sku: r.sku.clone(),
+                location: r.location.clone(),
+                safety_stock: r.safety_stock,
+                backorder_allowance: r.backorder_allowance,
+                customer_limit,
+            }),
+        };
+        match self
+            .execute(&request, shard, command, |mut c, req| async move {
+                c.set_policy(req).await
+            })
+            .await?
+        {
+            Executed::Forwarded(resp) => Ok(resp),
+            Executed::Local(Ok(Success::PolicySet { .. }), _) => {
+                Ok(Response::new(pb::SetPolicyResponse {}))
+            }
+            Executed::Local(Err(refusal), detail) => {
+                Err(self.refusal_status(&refusal, &detail, &[]))
+            }
+            Executed::Local(other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get_availability(
+        &self,
+        request: Request<pb::GetAvailabilityRequest>,
+    ) -> Result<Response<pb::GetAvailabilityResponse>, Status> {
+        let r = request.get_ref();
+        if r.rows.is_empty() || r.rows.len() > AVAILABILITY_ROWS_MAX {
+            return Err(status::invalid("rows", "must hold 1 to 1000 rows"));
+        }
+        let linearizable = !matches!(
+            pb::Consistency::try_from(r.consistency),
+            Ok(pb::Consistency::Stale)
+        );
+        let mut by_shard: BTreeMap<u32, Vec<(String, Option<String>)>> = BTreeMap::new();
+        for (i, row) in r.rows.iter().enumerate() {
+            if row.sku.is_empty() || row.sku.len() > engine::limits::SKU_BYTES_MAX {
+                return Err(status::invalid(
+                    &format!("rows[{i}].sku"),
+                    "must be 1 to 256 bytes",
+                ));
+            }
+            by_shard
+                .entry(shard_of(&row.sku, self.node.shards))
+                .or_default()
+                .push((row.sku.clone(), row.location.clone()));
+        }
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let mut out = Vec::new();
+        for (shard, keys) in by_shard {
+            let (tx, rx) = oneshot::channel();
+            self.node
+                .submit(Inbound::Read {
+                    shard,
+                    keys: keys.clone(),
+                    linearizable,
+                    reply: tx,
+                })
+                .map_err(|_| Status::unavailable("node overloaded or stopping"))?;
+            match rx.await.map_err(|_| Status::unavailable("node stopped"))? {
+                ReadResult::Rows { rows, index } => {
+                    out.extend(rows.into_iter().map(|row| pb::RowAvailability {
+                        sku: row.sku,
+                        location: row.location,
+                        on_hand: row.availability.on_hand,
+                        held: row.availability.held,
+                        available: row.availability.available,
+                        as_of_index: index,
+                    }))
+                }
+                ReadResult::NotLeader { leader } => {
+                    let leader = leader.filter(|&l| l != self.node.id && !forwarded);
+                    let Some(leader) = leader else {
+                        return Err(status::unavailable(shard, None));
+                    };
+                    let sub = pb::GetAvailabilityRequest {
+                        rows: keys
+                            .into_iter()
+                            .map(|(sku, location)| pb::RowKey { sku, location })
+                            .collect(),
+                        consistency: r.consistency,
+                    };
+                    let resp = self
+                        .forward(leader, shard, &Request::new(sub), |mut c, req| async move {
+                            c.get_availability(req).await
+                        })
+                        .await?;
+                    out.extend(resp.into_inner().rows);
+                }
+                ReadResult::TimedOut => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "shard {shard}: the read index did not arrive in time; retry"
+                    )))
+                }
+            }
+        }
+        Ok(Response::new(pb::GetAvailabilityResponse { rows: out }))
+    }
+}
