@@ -6,6 +6,7 @@
 //! edge: ids and errors), `pb` (generated code).
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod ids;
 pub mod log_codec;

@@ -6,8 +6,10 @@
 //! it is a one-node cluster on embedded defaults.
 
 use clap::Parser;
+use holdfast_server::admin::AdminService;
 use holdfast_server::config::{NodeConfig, SHARDS_DEFAULT};
 use holdfast_server::node::Node;
+use holdfast_server::pb::internal::admin_server::AdminServer;
 use holdfast_server::pb::inventory::inventory_server::InventoryServer;
 use holdfast_server::service::InventoryService;
 use holdfast_server::transport::{raft_transport_server, GrpcTransport, RaftTransportService};
@@ -76,6 +78,21 @@ fn config(args: &Args) -> Result<NodeConfig, String> {
     Ok(config)
 }
 
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -112,20 +129,30 @@ fn main() -> ExitCode {
         }
     };
     let handle = node.handle.clone();
+    let listen = args.listen;
     let served = runtime.block_on(async move {
         let inventory = InventoryServer::new(InventoryService::new(handle.clone(), peers))
             .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+        let admin = AdminServer::new(AdminService::new(handle.clone()));
         let raft = raft_transport_server(RaftTransportService::new(id, cluster_id, handle));
-        tracing::info!(listen = %args.listen, id, "serving");
-        tonic::transport::Server::builder()
+        tracing::info!(listen = %listen, id, "serving");
+        let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(inventory)
+            .add_service(admin)
             .add_service(raft)
-            .serve_with_shutdown(args.listen, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+            .serve(listen);
+        // Peers' Raft streams never end by themselves, so a graceful drain
+        // would wait forever: on Ctrl-C/SIGTERM stop serving and let the
+        // runtime shut down below (full graceful shutdown: the API issue).
+        tokio::select! {
+            result = server => result.map_err(|e| e.to_string()),
+            _ = shutdown_signal() => Ok(()),
+        }
     });
+    // Dropping the runtime ends every connection task and with them the
+    // handles they hold, so the driver's inbox closes.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     if let Err(e) = served {
         eprintln!("holdfast-server: gRPC server failed: {e}");
         return ExitCode::from(1);
