@@ -161,6 +161,39 @@ impl InventoryService {
         })
     }
 
+    /// The shard and engine id a wire reservation id names, with the
+    /// request id: the common head of Confirm, Release and Extend.
+    fn reservation_target(
+        &self,
+        request_id: &str,
+        reservation_id: &str,
+    ) -> Result<(engine::RequestId, u32, engine::ReservationId), Status> {
+        let request_id = ids::request_id(request_id).map_err(bad_id)?;
+        let (shard, reservation) =
+            ids::reservation_from_wire(reservation_id, self.node.shards).map_err(bad_id)?;
+        Ok((request_id, shard, reservation))
+    }
+
+    /// Turns an executed RPC into its answer: a forwarded answer as it came,
+    /// a local success through `build` (`None`: an outcome this RPC cannot
+    /// produce), a refusal as its status. `skus` names the request's lines.
+    fn respond<Resp>(
+        &self,
+        executed: Executed<Resp>,
+        skus: &[String],
+        build: impl FnOnce(Success, AppliedDetail) -> Option<Resp>,
+    ) -> Result<Response<Resp>, Status> {
+        match executed {
+            Executed::Forwarded(resp) => Ok(resp),
+            Executed::Local(Ok(success), detail) => build(success, detail)
+                .map(Response::new)
+                .ok_or_else(|| unexpected(&Ok(success))),
+            Executed::Local(Err(refusal), detail) => {
+                Err(self.refusal_status(&refusal, &detail, skus))
+            }
+        }
+    }
+
     fn refusal_status(
         &self,
         refusal: &engine::Refusal,
@@ -256,34 +289,28 @@ impl pb::inventory_server::Inventory for InventoryService {
                 allow_split: r.allow_split,
             }),
         };
-        match self
+        let executed = self
             .execute(&request, shard, command, |mut c, req| async move {
                 c.reserve(req).await
             })
-            .await?
-        {
-            Executed::Forwarded(resp) => Ok(resp),
-            Executed::Local(Ok(Success::Reserved { reservation }), detail) => {
-                Ok(Response::new(pb::ReserveResponse {
-                    reservation_id: ids::reservation_to_wire(shard, reservation),
-                    allocations: detail
-                        .allocations
-                        .into_iter()
-                        .map(|a| pb::Allocation {
-                            sku: a.sku,
-                            location: a.location,
-                            quantity: a.quantity,
-                            available_after: a.available_after,
-                        })
-                        .collect(),
-                    expires_at_ms: detail.expires_at_ms.unwrap_or(0),
-                }))
-            }
-            Executed::Local(Err(refusal), detail) => {
-                Err(self.refusal_status(&refusal, &detail, &skus))
-            }
-            Executed::Local(other, _) => Err(unexpected(&other)),
-        }
+            .await?;
+        self.respond(executed, &skus, |success, detail| match success {
+            Success::Reserved { reservation } => Some(pb::ReserveResponse {
+                reservation_id: ids::reservation_to_wire(shard, reservation),
+                allocations: detail
+                    .allocations
+                    .into_iter()
+                    .map(|a| pb::Allocation {
+                        sku: a.sku,
+                        location: a.location,
+                        quantity: a.quantity,
+                        available_after: a.available_after,
+                    })
+                    .collect(),
+                expires_at_ms: detail.expires_at_ms.unwrap_or(0),
+            }),
+            _ => None,
+        })
     }
 
     async fn confirm(
@@ -291,9 +318,8 @@ impl pb::inventory_server::Inventory for InventoryService {
         request: Request<pb::ConfirmRequest>,
     ) -> Result<Response<pb::ConfirmResponse>, Status> {
         let r = request.get_ref();
-        let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
-        let (shard, reservation) =
-            ids::reservation_from_wire(&r.reservation_id, self.node.shards).map_err(bad_id)?;
+        let (request_id, shard, reservation) =
+            self.reservation_target(&r.request_id, &r.reservation_id)?;
         let command = Command {
             request_id,
             kind: CommandKind::Confirm(engine::Confirm {
@@ -302,30 +328,23 @@ impl pb::inventory_server::Inventory for InventoryService {
             }),
         };
         let wire_id = r.reservation_id.clone();
-        match self
+        let executed = self
             .execute(&request, shard, command, |mut c, req| async move {
                 c.confirm(req).await
             })
-            .await?
-        {
-            Executed::Forwarded(resp) => Ok(resp),
-            Executed::Local(
-                Ok(Success::Confirmed {
-                    units_confirmed,
-                    units_released,
-                    ..
-                }),
-                _,
-            ) => Ok(Response::new(pb::ConfirmResponse {
+            .await?;
+        self.respond(executed, &[], |success, _| match success {
+            Success::Confirmed {
+                units_confirmed,
+                units_released,
+                ..
+            } => Some(pb::ConfirmResponse {
                 reservation_id: wire_id,
                 units_confirmed: units_confirmed as i64,
                 units_released: units_released as i64,
-            })),
-            Executed::Local(Err(refusal), detail) => {
-                Err(self.refusal_status(&refusal, &detail, &[]))
-            }
-            Executed::Local(other, _) => Err(unexpected(&other)),
-        }
+            }),
+            _ => None,
+        })
     }
 
     async fn release(
@@ -333,32 +352,25 @@ impl pb::inventory_server::Inventory for InventoryService {
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
         let r = request.get_ref();
-        let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
-        let (shard, reservation) =
-            ids::reservation_from_wire(&r.reservation_id, self.node.shards).map_err(bad_id)?;
+        let (request_id, shard, reservation) =
+            self.reservation_target(&r.request_id, &r.reservation_id)?;
         let command = Command {
             request_id,
             kind: CommandKind::Release(engine::Release { reservation }),
         };
         let wire_id = r.reservation_id.clone();
-        match self
+        let executed = self
             .execute(&request, shard, command, |mut c, req| async move {
                 c.release(req).await
             })
-            .await?
-        {
-            Executed::Forwarded(resp) => Ok(resp),
-            Executed::Local(Ok(Success::Released { units_released, .. }), _) => {
-                Ok(Response::new(pb::ReleaseResponse {
-                    reservation_id: wire_id,
-                    units_released: units_released as i64,
-                }))
-            }
-            Executed::Local(Err(refusal), detail) => {
-                Err(self.refusal_status(&refusal, &detail, &[]))
-            }
-            Executed::Local(other, _) => Err(unexpected(&other)),
-        }
+            .await?;
+        self.respond(executed, &[], |success, _| match success {
+            Success::Released { units_released, .. } => Some(pb::ReleaseResponse {
+                reservation_id: wire_id,
+                units_released: units_released as i64,
+            }),
+            _ => None,
+        })
     }
 
     async fn extend(
@@ -366,9 +378,8 @@ impl pb::inventory_server::Inventory for InventoryService {
         request: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
         let r = request.get_ref();
-        let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
-        let (shard, reservation) =
-            ids::reservation_from_wire(&r.reservation_id, self.node.shards).map_err(bad_id)?;
+        let (request_id, shard, reservation) =
+            self.reservation_target(&r.request_id, &r.reservation_id)?;
         let command = Command {
             request_id,
             kind: CommandKind::Extend(engine::Extend {
@@ -377,24 +388,18 @@ impl pb::inventory_server::Inventory for InventoryService {
             }),
         };
         let wire_id = r.reservation_id.clone();
-        match self
+        let executed = self
             .execute(&request, shard, command, |mut c, req| async move {
                 c.extend(req).await
             })
-            .await?
-        {
-            Executed::Forwarded(resp) => Ok(resp),
-            Executed::Local(Ok(Success::Extended { expires_at_ms, .. }), _) => {
-                Ok(Response::new(pb::ExtendResponse {
-                    reservation_id: wire_id,
-                    expires_at_ms,
-                }))
-            }
-            Executed::Local(Err(refusal), detail) => {
-                Err(self.refusal_status(&refusal, &detail, &[]))
-            }
-            Executed::Local(other, _) => Err(unexpected(&other)),
-        }
+            .await?;
+        self.respond(executed, &[], |success, _| match success {
+            Success::Extended { expires_at_ms, .. } => Some(pb::ExtendResponse {
+                reservation_id: wire_id,
+                expires_at_ms,
+            }),
+            _ => None,
+        })
     }
 
     async fn adjust_stock(
@@ -413,27 +418,17 @@ impl pb::inventory_server::Inventory for InventoryService {
                 expected_on_hand: r.expected_on_hand,
             }),
         };
-        match self
+        let executed = self
             .execute(&request, shard, command, |mut c, req| async move {
                 c.adjust_stock(req).await
             })
-            .await?
-        {
-            Executed::Forwarded(resp) => Ok(resp),
-            Executed::Local(
-                Ok(Success::Adjusted {
-                    on_hand, available, ..
-                }),
-                _,
-            ) => Ok(Response::new(pb::AdjustStockResponse {
-                on_hand,
-                available,
-            })),
-            Executed::Local(Err(refusal), detail) => {
-                Err(self.refusal_status(&refusal, &detail, &[]))
-            }
-            Executed::Local(other, _) => Err(unexpected(&other)),
-        }
+            .await?;
+        self.respond(executed, &[], |success, _| match success {
+            Success::Adjusted {
+                on_hand, available, ..
+            } => Some(pb::AdjustStockResponse { on_hand, available }),
+            _ => None,
+        })
     }
 
     async fn upsert_location(
@@ -529,21 +524,15 @@ impl pb::inventory_server::Inventory for InventoryService {
                 customer_limit,
             }),
         };
-        match self
+        let executed = self
             .execute(&request, shard, command, |mut c, req| async move {
                 c.set_policy(req).await
             })
-            .await?
-        {
-            Executed::Forwarded(resp) => Ok(resp),
-            Executed::Local(Ok(Success::PolicySet { .. }), _) => {
-                Ok(Response::new(pb::SetPolicyResponse {}))
-            }
-            Executed::Local(Err(refusal), detail) => {
-                Err(self.refusal_status(&refusal, &detail, &[]))
-            }
-            Executed::Local(other, _) => Err(unexpected(&other)),
-        }
+            .await?;
+        self.respond(executed, &[], |success, _| match success {
+            Success::PolicySet { .. } => Some(pb::SetPolicyResponse {}),
+            _ => None,
+        })
     }
 
     async fn get_availability(
