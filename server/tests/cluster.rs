@@ -433,3 +433,25 @@ fn a_restarted_node_rebuilds_its_ledger_from_snapshot_and_log() {
         );
     }
 }
+
+#[test]
+fn leaders_spread_over_the_nodes_and_return_after_a_restart() {
+    let mut c = TestCluster::new(3, 6, 1_000);
+    let preferred = |shard: u32| (shard % 3) as u64 + 1;
+    let balanced = |c: &TestCluster| {
+        (0..6)
+            .all(|shard| c.status(1, false)[shard as usize].leader == preferred(shard))
+            .then_some(())
+    };
+    c.wait_for("leaders on their preferred nodes", balanced);
+    c.stop(1);
+    c.wait_for("shards 0 and 3 led elsewhere", |c| {
+        let s = c.status(2, false);
+        [0usize, 3]
+            .iter()
+            .all(|&sh| s[sh].leader != 0 && s[sh].leader != 1)
+            .then_some(())
+    });
+    c.start(1);
+    c.wait_for("leadership back on node 1", balanced);
+}

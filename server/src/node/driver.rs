@@ -37,6 +37,9 @@ use tracing::{debug, info, info_span, warn};
 const INBOX_PER_ITERATION_MAX: usize = 16_384;
 /// How long a linearizable read waits for its read index.
 const READ_INDEX_TIMEOUT: Duration = Duration::from_millis(2_000);
+/// How often (in ticks) a leader checks whether its shard should be led
+/// by its preferred node instead (leader balance).
+const BALANCE_EVERY_TICKS: u64 = 33;
 /// Log entries kept behind a snapshot, so a briefly lagging follower
 /// catches up from the log rather than by snapshot.
 const SNAPSHOT_LOG_MARGIN: u64 = 5_000;
@@ -106,6 +109,7 @@ pub struct Driver {
     routing: Arc<Routing>,
     clock: StampClock,
     events: Vec<holdfast_engine::Event>,
+    ticks: u64,
 }
 
 fn raft_logger() -> slog::Logger {
@@ -137,6 +141,7 @@ impl Driver {
             routing,
             clock: StampClock { last_ms: 0 },
             events,
+            ticks: 0,
         })
     }
 
@@ -259,6 +264,10 @@ impl Driver {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.ticks += 1;
+        if self.ticks % BALANCE_EVERY_TICKS == 0 {
+            self.balance_leaders();
+        }
         let expire_every = Duration::from_millis(self.config.expire_tick_ms);
         for s in &mut self.shards {
             s.raw.tick();
@@ -278,6 +287,38 @@ impl Driver {
                     };
                     s.queued.push((command, None));
                 }
+            }
+        }
+    }
+
+    /// Leader balance: shard `s` prefers the `s mod n`-th node (by id). A
+    /// leader hands its shard to the preferred node once that node is
+    /// active and has every entry, so leaders spread over the nodes at start
+    /// and move back to a node that rejoined and caught up.
+    fn balance_leaders(&mut self) {
+        let members: Vec<u64> = self.config.peers.keys().copied().collect();
+        for s in &mut self.shards {
+            if s.raw.raft.state != StateRole::Leader {
+                continue;
+            }
+            let preferred = members[s.id as usize % members.len()];
+            if preferred == self.config.id {
+                continue;
+            }
+            let last = s.raw.raft.raft_log.last_index();
+            let ready = s
+                .raw
+                .raft
+                .prs()
+                .get(preferred)
+                .is_some_and(|p| p.recent_active && p.matched == last);
+            if ready {
+                info!(
+                    shard = s.id,
+                    to = preferred,
+                    "handing leadership to the preferred node"
+                );
+                s.raw.transfer_leader(preferred);
             }
         }
     }
