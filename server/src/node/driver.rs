@@ -682,8 +682,3 @@ fn replay(
             why,
         })
 }
-
-/// Routes a message to a shard's `Message::to` peer: used by transports.
-pub fn recipient(message: &Message) -> u64 {
-    message.to
-}

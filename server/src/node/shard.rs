@@ -85,14 +85,14 @@ impl Shard {
         for cmd in &batch.commands {
             events.clear();
             let outcome = self.engine.apply(stamp, cmd, events);
-            let detail = self.detail(index, cmd, &outcome);
+            let detail = self.detail(index, &outcome);
             out.push((outcome, detail));
         }
         Ok(out)
     }
 
     /// Reads what a reply needs from the engine, right after apply.
-    fn detail(&self, index: u64, cmd: &Command, outcome: &Outcome) -> AppliedDetail {
+    fn detail(&self, index: u64, outcome: &Outcome) -> AppliedDetail {
         let mut detail = AppliedDetail {
             index,
             ..AppliedDetail::default()
@@ -130,7 +130,6 @@ impl Shard {
                 .location_names
                 .push((loc.0, self.engine.location(*loc).name.to_string()));
         }
-        let _ = cmd;
         detail
     }
 
@@ -168,10 +167,8 @@ impl Shard {
         for (_, entry) in std::mem::take(&mut self.pending) {
             fail(entry.waiters, why);
         }
-        for (cmd_waiter, waiter) in std::mem::take(&mut self.queued) {
-            let _ = cmd_waiter;
-            fail(vec![waiter], why);
-        }
+        let queued = std::mem::take(&mut self.queued);
+        fail(queued.into_iter().map(|(_, waiter)| waiter).collect(), why);
     }
 
     /// Reads rows from the applied state.
