@@ -1,0 +1,312 @@
+//! `cluster-load`: the simplest honest load on a real cluster.
+//!
+//! It starts an N-node cluster of `holdfast-server` processes on 127.0.0.1
+//! (fsync on, data in a temp dir), stocks it, and runs closed-loop callers
+//! that each send one single-line `Reserve` at a time, for a fixed time per
+//! concurrency level. Every request goes straight to the leader of its
+//! shard (learned from the Admin status RPC), so no forwarding hop is
+//! measured. It prints throughput and latency percentiles (HDR histogram)
+//! per level, and the command that reproduces them. The full harness with
+//! peers and plots is the load-harness issue; this is its first step.
+//!
+//! Build and run: `cargo build --release -p holdfast-server -p holdfast-bench
+//! && target/release/cluster-load --nodes 3 --scenario hot`.
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use holdfast_server::pb::internal::admin_client::AdminClient;
+use holdfast_server::pb::internal::ClusterStatusRequest;
+use holdfast_server::pb::inventory as pb;
+use holdfast_server::pb::inventory::inventory_client::InventoryClient;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// Shards of the cluster under test (the server's default).
+const SHARDS: u32 = 8;
+/// SKUs of the `uniform` scenario (each stocked at one location).
+const UNIFORM_SKUS: u32 = 10_000;
+/// Give up starting the cluster after this.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+#[derive(Parser, Debug)]
+#[command(about = "Closed-loop reserve load on a local Holdfast cluster")]
+struct Args {
+    /// Nodes to start (1, 3 or 5).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// `hot`: one SKU with unlimited stock; `uniform`: 10,000 SKUs.
+    #[arg(long, default_value = "hot")]
+    scenario: String,
+    /// Concurrent callers, comma-separated levels.
+    #[arg(long, default_value = "1,16,64,256")]
+    concurrency: String,
+    /// Seconds per level.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+}
+
+struct Cluster {
+    children: Vec<Child>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn server_binary() -> PathBuf {
+    let me = std::env::current_exe().expect("own path");
+    me.with_file_name("holdfast-server")
+}
+
+fn start_cluster(n: usize) -> Cluster {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let ports: Vec<u16> = (0..n)
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port")
+        })
+        .collect();
+    let peers = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let binary = server_binary();
+    let children = (0..n)
+        .map(|i| {
+            Command::new(&binary)
+                .args(["--id", &(i + 1).to_string()])
+                .args(["--listen", &format!("127.0.0.1:{}", ports[i])])
+                .args(["--peers", &peers])
+                .args(["--shards", &SHARDS.to_string()])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("n{}", i + 1)))
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with cargo build --release -p holdfast-server)", binary.display()))
+        })
+        .collect();
+    Cluster {
+        children,
+        ports,
+        _dir: dir,
+    }
+}
+
+fn channel(port: u16) -> Channel {
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("uri")
+        .tcp_nodelay(true)
+        .connect_lazy()
+}
+
+/// Leader port of every shard, once every shard has one.
+async fn leaders(cluster: &Cluster) -> Vec<u16> {
+    let start = Instant::now();
+    loop {
+        if let Ok(status) = AdminClient::new(channel(cluster.ports[0]))
+            .cluster_status(ClusterStatusRequest { with_digest: false })
+            .await
+        {
+            let shards = status.into_inner().shards;
+            if shards.iter().all(|s| s.leader != 0) {
+                return shards
+                    .iter()
+                    .map(|s| cluster.ports[s.leader as usize - 1])
+                    .collect();
+            }
+        }
+        assert!(
+            start.elapsed() < START_DEADLINE,
+            "the cluster elected no leaders in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
+    }
+}
+
+fn sku(scenario: &str, i: u64) -> String {
+    match scenario {
+        "hot" => "hot-sku".to_string(),
+        _ => format!("sku-{:06}", i % UNIFORM_SKUS as u64),
+    }
+}
+
+async fn setup(cluster: &Cluster, scenario: &str) -> Vec<u16> {
+    // Leaders settle (and move to their preferred nodes) before we stock.
+    let mut client = InventoryClient::new(channel(cluster.ports[0]));
+    let start = Instant::now();
+    while client
+        .upsert_location(pb::UpsertLocationRequest {
+            request_id: "setup-location".into(),
+            location: "dc-1".into(),
+            region: "eu".into(),
+            priority: 1,
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < START_DEADLINE,
+            "cannot create the location"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // retry backoff
+    }
+    let skus = if scenario == "hot" {
+        1
+    } else {
+        UNIFORM_SKUS as u64
+    };
+    for i in 0..skus {
+        let sku = sku(scenario, i);
+        loop {
+            let r = client
+                .adjust_stock(pb::AdjustStockRequest {
+                    request_id: format!("setup-stock-{sku}"),
+                    sku: sku.clone(),
+                    location: "dc-1".into(),
+                    delta: 1_000_000_000_000,
+                    expected_on_hand: None,
+                })
+                .await;
+            if r.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await; // retry backoff
+        }
+    }
+    leaders(cluster).await
+}
+
+struct LevelResult {
+    ok: u64,
+    errors: u64,
+    latency_us: Histogram<u64>,
+    elapsed: Duration,
+}
+
+async fn run_level(
+    leader_ports: &[u16],
+    scenario: &str,
+    callers: usize,
+    seconds: u64,
+    level: usize,
+) -> LevelResult {
+    let clients: Vec<InventoryClient<Channel>> = leader_ports
+        .iter()
+        .map(|&p| InventoryClient::new(channel(p)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let clients = clients.clone();
+        let scenario = scenario.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("histogram");
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let sku = sku(&scenario, (caller as u64) * 7_919 + n * 104_729);
+                let shard = holdfast_engine::shard_of(&sku, SHARDS) as usize;
+                let mut client = clients[shard].clone();
+                let t = Instant::now();
+                let r = client
+                    .reserve(pb::ReserveRequest {
+                        request_id: format!("l{level}-c{caller}-{n}"),
+                        owner_id: format!("cart-{caller}"),
+                        customer_id: format!("cust-{caller}"),
+                        lines: vec![pb::ReserveLine {
+                            sku,
+                            quantity: 1,
+                            location: Some("dc-1".into()),
+                        }],
+                        ttl_ms: 3_600_000,
+                        policy: 0,
+                        allow_split: false,
+                        region: None,
+                    })
+                    .await;
+                let us = t.elapsed().as_micros() as u64;
+                match r {
+                    Ok(_) => {
+                        ok += 1;
+                        let _ = hist.record(us.max(1));
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (ok, errors, hist)
+        }));
+    }
+    let mut result = LevelResult {
+        ok: 0,
+        errors: 0,
+        latency_us: Histogram::<u64>::new(3).expect("histogram"),
+        elapsed: Duration::ZERO,
+    };
+    for t in tasks {
+        let (ok, errors, hist) = t.await.expect("caller task");
+        result.ok += ok;
+        result.errors += errors;
+        result.latency_us.add(&hist).expect("same histogram bounds");
+    }
+    result.elapsed = started.elapsed();
+    result
+}
+
+fn main() {
+    let args = Args::parse();
+    let levels: Vec<usize> = args
+        .concurrency
+        .split(',')
+        .map(|c| c.trim().parse().expect("--concurrency takes numbers"))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let cluster = start_cluster(args.nodes);
+    runtime.block_on(async {
+        let leader_ports = setup(&cluster, &args.scenario).await;
+        println!(
+            "cluster-load: {} node(s), {} shards, fsync on, scenario {}, {} s per level, single-line reserves to the shard leader",
+            args.nodes, SHARDS, args.scenario, args.seconds
+        );
+        println!("| callers | reserves/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |");
+        println!("|---|---|---|---|---|---|---|");
+        for (i, &callers) in levels.iter().enumerate() {
+            let r = run_level(&leader_ports, &args.scenario, callers, args.seconds, i).await;
+            let h = &r.latency_us;
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
+            println!(
+                "| {callers} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                r.ok as f64 / r.elapsed.as_secs_f64(),
+                ms(0.5),
+                ms(0.99),
+                ms(0.999),
+                h.max() as f64 / 1_000.0,
+                r.errors
+            );
+        }
+    });
+    println!(
+        "reproduce: cargo build --release -p holdfast-server -p holdfast-bench && target/release/cluster-load --nodes {} --scenario {} --concurrency {} --seconds {}",
+        args.nodes, args.scenario, args.concurrency, args.seconds
+    );
+}
