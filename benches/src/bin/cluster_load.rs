@@ -46,12 +46,40 @@ struct Args {
     /// Seconds per level.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Instead of load: kill -9 the hot shard's leader this many times and
+    /// measure the time until the next reserve on that shard succeeds.
+    #[arg(long, default_value_t = 0)]
+    failover_kills: usize,
 }
 
 struct Cluster {
     children: Vec<Child>,
     ports: Vec<u16>,
-    _dir: tempfile::TempDir,
+    peers: String,
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn spawn(&self, i: usize) -> Child {
+        Command::new(&self.binary)
+            .args(["--id", &(i + 1).to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", self.ports[i])])
+            .args(["--peers", &self.peers])
+            .args(["--shards", &SHARDS.to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("n{}", i + 1)))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (build it with cargo build --release -p holdfast-server)",
+                    self.binary.display()
+                )
+            })
+    }
 }
 
 impl Drop for Cluster {
@@ -84,28 +112,15 @@ fn start_cluster(n: usize) -> Cluster {
         .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
-    let binary = server_binary();
-    let children = (0..n)
-        .map(|i| {
-            Command::new(&binary)
-                .args(["--id", &(i + 1).to_string()])
-                .args(["--listen", &format!("127.0.0.1:{}", ports[i])])
-                .args(["--peers", &peers])
-                .args(["--shards", &SHARDS.to_string()])
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("n{}", i + 1)))
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e} (build it with cargo build --release -p holdfast-server)", binary.display()))
-        })
-        .collect();
-    Cluster {
-        children,
+    let mut cluster = Cluster {
+        children: Vec::new(),
         ports,
-        _dir: dir,
-    }
+        peers,
+        binary: server_binary(),
+        dir,
+    };
+    cluster.children = (0..n).map(|i| cluster.spawn(i)).collect();
+    cluster
 }
 
 fn channel(port: u16) -> Channel {
@@ -270,6 +285,69 @@ async fn run_level(
     result
 }
 
+/// Kills the hot shard's leader `kills` times; each time measures how long
+/// until a reserve on that shard succeeds again (through any live node,
+/// retrying the same request id), then restarts the killed node and waits
+/// until the shard has a leader again.
+async fn failover(cluster: &mut Cluster, kills: usize) {
+    let shard = holdfast_engine::shard_of("hot-sku", SHARDS) as usize;
+    let mut windows_ms = Vec::with_capacity(kills);
+    for k in 0..kills {
+        let leader_port = leaders(cluster).await[shard];
+        let victim = cluster
+            .ports
+            .iter()
+            .position(|&p| p == leader_port)
+            .expect("leader is a node");
+        let survivor = (victim + 1) % cluster.ports.len();
+        let mut client = InventoryClient::new(channel(cluster.ports[survivor]));
+        let killed_at = Instant::now();
+        let _ = cluster.children[victim].kill();
+        let _ = cluster.children[victim].wait();
+        loop {
+            let r = client
+                .reserve(pb::ReserveRequest {
+                    request_id: format!("failover-{k}"),
+                    owner_id: "cart-f".into(),
+                    customer_id: "cust-f".into(),
+                    lines: vec![pb::ReserveLine {
+                        sku: "hot-sku".into(),
+                        quantity: 1,
+                        location: Some("dc-1".into()),
+                    }],
+                    ttl_ms: 3_600_000,
+                    policy: 0,
+                    allow_split: false,
+                    region: None,
+                })
+                .await;
+            if r.is_ok() {
+                break;
+            }
+            assert!(
+                killed_at.elapsed() < START_DEADLINE,
+                "no reserve succeeded after kill {k}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await; // retry backoff
+        }
+        windows_ms.push(killed_at.elapsed().as_secs_f64() * 1e3);
+        cluster.children[victim] = cluster.spawn(victim);
+        // Wait for every shard to have a leader among live nodes again.
+        leaders(cluster).await;
+    }
+    windows_ms.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        windows_ms[((windows_ms.len() as f64 * p).ceil() as usize).clamp(1, windows_ms.len()) - 1]
+    };
+    println!(
+        "failover: {} kills of the hot shard's leader; time until the next reserve succeeded: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        windows_ms.len(),
+        q(0.5),
+        q(0.99),
+        windows_ms.last().copied().unwrap_or(0.0)
+    );
+}
+
 fn main() {
     let args = Args::parse();
     let levels: Vec<usize> = args
@@ -281,7 +359,18 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let cluster = start_cluster(args.nodes);
+    let mut cluster = start_cluster(args.nodes);
+    if args.failover_kills > 0 {
+        runtime.block_on(async {
+            setup(&cluster, "hot").await;
+            failover(&mut cluster, args.failover_kills).await;
+        });
+        println!(
+            "reproduce: cargo build --release -p holdfast-server -p holdfast-bench && target/release/cluster-load --nodes {} --failover-kills {}",
+            args.nodes, args.failover_kills
+        );
+        return;
+    }
     runtime.block_on(async {
         let leader_ports = setup(&cluster, &args.scenario).await;
         println!(
