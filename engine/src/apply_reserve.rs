@@ -113,7 +113,9 @@ impl Engine {
             FillPolicy::Partial if available > 0 => available.min(want),
             _ => 0,
         };
-        if take == 0 || (r.policy == FillPolicy::AllOrNothing && take < want) {
+        // All-or-nothing takes `want` or nothing, so `take == 0` is the one
+        // refusal for both policies.
+        if take == 0 {
             return Err(Refusal::OutOfStock {
                 line: i as u16,
                 location: Some(loc),

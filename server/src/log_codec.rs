@@ -46,24 +46,12 @@ pub struct Batch {
 
 /// Encodes a batch as entry bytes.
 pub fn encode(stamp_ms: u64, commands: &[Command]) -> Vec<u8> {
-    LogEntryRef { stamp_ms, commands }
-        .to_proto()
-        .encode_to_vec()
-}
-
-struct LogEntryRef<'a> {
-    stamp_ms: u64,
-    commands: &'a [Command],
-}
-
-impl LogEntryRef<'_> {
-    fn to_proto(&self) -> pb::LogEntry {
-        pb::LogEntry {
-            version: LOG_ENTRY_VERSION,
-            stamp_ms: self.stamp_ms,
-            commands: self.commands.iter().map(command_to_proto).collect(),
-        }
+    pb::LogEntry {
+        version: LOG_ENTRY_VERSION,
+        stamp_ms,
+        commands: commands.iter().map(command_to_proto).collect(),
     }
+    .encode_to_vec()
 }
 
 /// Decodes entry bytes.

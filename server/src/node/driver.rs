@@ -275,12 +275,8 @@ impl Driver {
                 && now.duration_since(s.last_expire_check) >= expire_every
             {
                 s.last_expire_check = now;
-                let due = s
-                    .engine
-                    .next_expiry_ms()
-                    .is_some_and(|t| t <= self.clock.stamp());
-                if due {
-                    let up_to_ms = self.clock.stamp();
+                let up_to_ms = self.clock.stamp();
+                if s.engine.next_expiry_ms().is_some_and(|t| t <= up_to_ms) {
                     let command = Command {
                         request_id: RequestId(0),
                         kind: CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms }),
