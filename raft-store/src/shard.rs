@@ -446,28 +446,30 @@ impl ShardStorage {
     /// Stages the hard state (term, vote, commit) from a `Ready` or a
     /// `LightReady`'s commit index.
     pub fn stage_hard_state(&self, batch: &mut LogBatch, hs: &HardState) -> Result<(), StoreError> {
-        let mut st = self.write_state()?;
-        self.put_state(
-            batch,
-            StateKind::HardState,
-            codec_pb(StateKind::HardState, self.id(), hs),
-        );
-        st.hard_state = hs.clone();
-        drop(st);
-        batch.touch(self);
-        Ok(())
+        self.stage_pb_state(batch, StateKind::HardState, hs, |st| {
+            st.hard_state = hs.clone()
+        })
     }
 
     /// Stages the conf state: at bootstrap (the initial voters, the same on
     /// every node) and after each applied conf change.
     pub fn stage_conf_state(&self, batch: &mut LogBatch, cs: &ConfState) -> Result<(), StoreError> {
+        self.stage_pb_state(batch, StateKind::ConfState, cs, |st| {
+            st.conf_state = cs.clone()
+        })
+    }
+
+    /// Stages one protobuf state record and mirrors it in memory.
+    fn stage_pb_state<M: Message>(
+        &self,
+        batch: &mut LogBatch,
+        kind: StateKind,
+        msg: &M,
+        mirror: impl FnOnce(&mut ShardState),
+    ) -> Result<(), StoreError> {
         let mut st = self.write_state()?;
-        self.put_state(
-            batch,
-            StateKind::ConfState,
-            codec_pb(StateKind::ConfState, self.id(), cs),
-        );
-        st.conf_state = cs.clone();
+        self.put_state(batch, kind, codec_pb(kind, self.id(), msg));
+        mirror(&mut st);
         drop(st);
         batch.touch(self);
         Ok(())
