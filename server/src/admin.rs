@@ -33,8 +33,19 @@ impl pb::admin_server::Admin for AdminService {
             })
             .map_err(|_| Status::unavailable("node overloaded or stopping"))?;
         let shards = rx.await.map_err(|_| Status::unavailable("node stopped"))?;
+        let d = self.node.routing.stats.read();
         Ok(Response::new(pb::ClusterStatusResponse {
             node_id: self.node.id,
+            driver: Some(pb::DriverCounters {
+                iterations: d.iterations,
+                group_commits: d.group_commits,
+                group_commit_us: d.group_commit_us,
+                unsynced_writes: d.unsynced_writes,
+                entries_proposed: d.entries_proposed,
+                commands_proposed: d.commands_proposed,
+                entries_applied: d.entries_applied,
+                messages_sent: d.messages_sent,
+            }),
             shards: shards
                 .into_iter()
                 .map(|s| pb::ShardStatusInfo {

@@ -12,10 +12,15 @@
 //! Build and run: `cargo build --release -p holdfast-server -p holdfast-bench
 //! && target/release/cluster-load --nodes 3 --scenario hot`.
 
+/// mimalloc instead of glibc malloc: the gRPC stack allocates per request,
+/// and glibc's malloc showed up at ~15% of its threads' time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use hdrhistogram::Histogram;
 use holdfast_server::pb::internal::admin_client::AdminClient;
-use holdfast_server::pb::internal::ClusterStatusRequest;
+use holdfast_server::pb::internal::{ClusterStatusRequest, DriverCounters};
 use holdfast_server::pb::inventory as pb;
 use holdfast_server::pb::inventory::inventory_client::InventoryClient;
 use std::net::TcpListener;
@@ -50,6 +55,16 @@ struct Args {
     /// measure the time until the next reserve on that shard succeeds.
     #[arg(long, default_value_t = 0)]
     failover_kills: usize,
+    /// What serves the load: `holdfast` (the cluster), `floor` (one
+    /// `grpc-floor` process: the same gRPC stack answering at once, no
+    /// consensus or storage), or `both` (floor and cluster levels
+    /// interleaved, in one run, with their ratio).
+    #[arg(long, default_value = "holdfast")]
+    system: String,
+    /// After each cluster level, print what every node's driver did (loop
+    /// turns, group commits and their mean time, commands per entry).
+    #[arg(long)]
+    driver_work: bool,
 }
 
 struct Cluster {
@@ -91,21 +106,66 @@ impl Drop for Cluster {
     }
 }
 
-fn server_binary() -> PathBuf {
+/// A binary built next to this one.
+fn sibling_binary(name: &str) -> PathBuf {
     let me = std::env::current_exe().expect("own path");
-    me.with_file_name("holdfast-server")
+    me.with_file_name(name)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The no-op gRPC floor, one process.
+struct Floor {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_floor() -> Floor {
+    let port = free_port();
+    let binary = sibling_binary("grpc-floor");
+    let child = Command::new(&binary)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (build it with cargo build --release -p holdfast-bench)",
+                binary.display()
+            )
+        });
+    Floor { child, port }
+}
+
+/// Waits until the floor answers a reserve.
+async fn floor_ready(floor: &Floor) {
+    let start = Instant::now();
+    let mut client = InventoryClient::new(channel(floor.port));
+    while client
+        .reserve(reserve_request("ready".into(), 0, "hot-sku".into()))
+        .await
+        .is_err()
+    {
+        assert!(start.elapsed() < START_DEADLINE, "the floor did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
+    }
 }
 
 fn start_cluster(n: usize) -> Cluster {
     let dir = tempfile::TempDir::new().expect("temp dir");
-    let ports: Vec<u16> = (0..n)
-        .map(|_| {
-            TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("free port")
-        })
-        .collect();
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let peers = ports
         .iter()
         .enumerate()
@@ -116,7 +176,7 @@ fn start_cluster(n: usize) -> Cluster {
         children: Vec::new(),
         ports,
         peers,
-        binary: server_binary(),
+        binary: sibling_binary("holdfast-server"),
         dir,
     };
     cluster.children = (0..n).map(|i| cluster.spawn(i)).collect();
@@ -151,6 +211,43 @@ async fn leaders(cluster: &Cluster) -> Vec<u16> {
             "the cluster elected no leaders in time"
         );
         tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
+    }
+}
+
+/// Every node's driver counters (a node that does not answer gives zeros).
+async fn driver_counters(cluster: &Cluster) -> Vec<DriverCounters> {
+    let mut all = Vec::with_capacity(cluster.ports.len());
+    for &port in &cluster.ports {
+        let counters = AdminClient::new(channel(port))
+            .cluster_status(ClusterStatusRequest { with_digest: false })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().driver)
+            .unwrap_or_default();
+        all.push(counters);
+    }
+    all
+}
+
+/// What each node's driver did during a level, from two readings: the
+/// numbers that say what bounds the level's throughput.
+fn print_driver_work(before: &[DriverCounters], after: &[DriverCounters], seconds: f64) {
+    for (i, (b, a)) in before.iter().zip(after).enumerate() {
+        let d = |f: fn(&DriverCounters) -> u64| f(a).saturating_sub(f(b));
+        let commits = d(|c| c.group_commits);
+        let entries = d(|c| c.entries_proposed);
+        println!(
+            "  node {}: {:.0} loop turns/s, {:.0} fsynced writes/s (mean {:.2} ms each), {:.0} unsynced writes/s, {:.0} entries proposed/s ({:.1} commands each), {:.0} entries applied/s, {:.0} raft messages sent/s",
+            i + 1,
+            d(|c| c.iterations) as f64 / seconds,
+            commits as f64 / seconds,
+            d(|c| c.group_commit_us) as f64 / 1e3 / commits.max(1) as f64,
+            d(|c| c.unsynced_writes) as f64 / seconds,
+            entries as f64 / seconds,
+            d(|c| c.commands_proposed) as f64 / entries.max(1) as f64,
+            d(|c| c.entries_applied) as f64 / seconds,
+            d(|c| c.messages_sent) as f64 / seconds,
+        );
     }
 }
 
@@ -207,6 +304,24 @@ async fn setup(cluster: &Cluster, scenario: &str) -> Vec<u16> {
     leaders(cluster).await
 }
 
+/// One single-line reserve of 1 unit at `dc-1`.
+fn reserve_request(request_id: String, caller: usize, sku: String) -> pb::ReserveRequest {
+    pb::ReserveRequest {
+        request_id,
+        owner_id: format!("cart-{caller}"),
+        customer_id: format!("cust-{caller}"),
+        lines: vec![pb::ReserveLine {
+            sku,
+            quantity: 1,
+            location: Some("dc-1".into()),
+        }],
+        ttl_ms: 3_600_000,
+        policy: 0,
+        allow_split: false,
+        region: None,
+    }
+}
+
 struct LevelResult {
     ok: u64,
     errors: u64,
@@ -220,6 +335,7 @@ async fn run_level(
     callers: usize,
     seconds: u64,
     level: usize,
+    tag: &'static str,
 ) -> LevelResult {
     let clients: Vec<InventoryClient<Channel>> = leader_ports
         .iter()
@@ -242,20 +358,11 @@ async fn run_level(
                 let mut client = clients[shard].clone();
                 let t = Instant::now();
                 let r = client
-                    .reserve(pb::ReserveRequest {
-                        request_id: format!("l{level}-c{caller}-{n}"),
-                        owner_id: format!("cart-{caller}"),
-                        customer_id: format!("cust-{caller}"),
-                        lines: vec![pb::ReserveLine {
-                            sku,
-                            quantity: 1,
-                            location: Some("dc-1".into()),
-                        }],
-                        ttl_ms: 3_600_000,
-                        policy: 0,
-                        allow_split: false,
-                        region: None,
-                    })
+                    .reserve(reserve_request(
+                        format!("{tag}-l{level}-c{caller}-{n}"),
+                        caller,
+                        sku,
+                    ))
                     .await;
                 let us = t.elapsed().as_micros() as u64;
                 match r {
@@ -306,20 +413,11 @@ async fn failover(cluster: &mut Cluster, kills: usize) {
         let _ = cluster.children[victim].wait();
         loop {
             let r = client
-                .reserve(pb::ReserveRequest {
-                    request_id: format!("failover-{k}"),
-                    owner_id: "cart-f".into(),
-                    customer_id: "cust-f".into(),
-                    lines: vec![pb::ReserveLine {
-                        sku: "hot-sku".into(),
-                        quantity: 1,
-                        location: Some("dc-1".into()),
-                    }],
-                    ttl_ms: 3_600_000,
-                    policy: 0,
-                    allow_split: false,
-                    region: None,
-                })
+                .reserve(reserve_request(
+                    format!("failover-{k}"),
+                    0,
+                    "hot-sku".into(),
+                ))
                 .await;
             if r.is_ok() {
                 break;
@@ -348,6 +446,27 @@ async fn failover(cluster: &mut Cluster, kills: usize) {
     );
 }
 
+fn print_row(system: &str, callers: usize, r: &LevelResult, ratio: Option<f64>) {
+    let h = &r.latency_us;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
+    let ratio = ratio.map_or(String::new(), |x| format!(" {x:.2} |"));
+    println!(
+        "| {system} | {callers} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |{ratio}",
+        r.throughput(),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1_000.0,
+        r.errors
+    );
+}
+
+impl LevelResult {
+    fn throughput(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
 fn main() {
     let args = Args::parse();
     let levels: Vec<usize> = args
@@ -355,15 +474,25 @@ fn main() {
         .split(',')
         .map(|c| c.trim().parse().expect("--concurrency takes numbers"))
         .collect();
+    let (with_floor, with_cluster) = match args.system.as_str() {
+        "holdfast" => (false, true),
+        "floor" => (true, false),
+        "both" => (true, true),
+        other => panic!("--system takes holdfast, floor or both, not {other:?}"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let mut cluster = start_cluster(args.nodes);
+    let floor = with_floor.then(start_floor);
+    let mut cluster = with_cluster.then(|| start_cluster(args.nodes));
     if args.failover_kills > 0 {
+        let cluster = cluster
+            .as_mut()
+            .expect("--failover-kills needs --system holdfast");
         runtime.block_on(async {
-            setup(&cluster, "hot").await;
-            failover(&mut cluster, args.failover_kills).await;
+            setup(cluster, "hot").await;
+            failover(cluster, args.failover_kills).await;
         });
         println!(
             "reproduce: cargo build --release -p holdfast-server -p holdfast-bench && target/release/cluster-load --nodes {} --failover-kills {}",
@@ -372,30 +501,52 @@ fn main() {
         return;
     }
     runtime.block_on(async {
-        let leader_ports = setup(&cluster, &args.scenario).await;
+        let leader_ports = match &cluster {
+            Some(c) => setup(c, &args.scenario).await,
+            None => Vec::new(),
+        };
+        if let Some(f) = &floor {
+            floor_ready(f).await;
+        }
         println!(
-            "cluster-load: {} node(s), {} shards, fsync on, scenario {}, {} s per level, single-line reserves to the shard leader",
+            "cluster-load: {} node(s), {} shards, fsync on, scenario {}, {} s per level, single-line reserves to the shard leader, one HTTP/2 connection per target",
             args.nodes, SHARDS, args.scenario, args.seconds
         );
-        println!("| callers | reserves/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |");
-        println!("|---|---|---|---|---|---|---|");
+        let both = with_floor && with_cluster;
+        if both {
+            println!("| system | callers | reserves/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | ÷ floor |");
+            println!("|---|---|---|---|---|---|---|---|---|");
+        } else {
+            println!("| system | callers | reserves/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |");
+            println!("|---|---|---|---|---|---|---|---|");
+        }
         for (i, &callers) in levels.iter().enumerate() {
-            let r = run_level(&leader_ports, &args.scenario, callers, args.seconds, i).await;
-            let h = &r.latency_us;
-            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
-            println!(
-                "| {callers} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-                r.ok as f64 / r.elapsed.as_secs_f64(),
-                ms(0.5),
-                ms(0.99),
-                ms(0.999),
-                h.max() as f64 / 1_000.0,
-                r.errors
-            );
+            let floor_result = match &floor {
+                Some(f) => {
+                    let ports = vec![f.port; SHARDS as usize];
+                    let r = run_level(&ports, &args.scenario, callers, args.seconds, i, "floor").await;
+                    print_row("floor", callers, &r, None);
+                    Some(r)
+                }
+                None => None,
+            };
+            if let Some(c) = &cluster {
+                let before = driver_counters(c).await;
+                let r = run_level(&leader_ports, &args.scenario, callers, args.seconds, i, "hf").await;
+                let after = driver_counters(c).await;
+                let ratio = floor_result.as_ref().map(|f| r.throughput() / f.throughput());
+                let name = format!("holdfast-{}n", args.nodes);
+                print_row(&name, callers, &r, ratio);
+                if args.driver_work {
+                    print_driver_work(&before, &after, r.elapsed.as_secs_f64());
+                }
+            }
         }
     });
+    drop(cluster);
+    drop(floor);
     println!(
-        "reproduce: cargo build --release -p holdfast-server -p holdfast-bench && target/release/cluster-load --nodes {} --scenario {} --concurrency {} --seconds {}",
-        args.nodes, args.scenario, args.concurrency, args.seconds
+        "reproduce: cargo build --release -p holdfast-server -p holdfast-bench && target/release/cluster-load --system {} --nodes {} --scenario {} --concurrency {} --seconds {}",
+        args.system, args.nodes, args.scenario, args.concurrency, args.seconds
     );
 }

@@ -19,6 +19,7 @@
 
 use super::messages::{Inbound, ProposeResult, ReadResult, ShardStatus};
 use super::shard::{PendingEntry, PendingRead, Shard};
+use super::stats::DriverStats;
 use super::{Routing, Transport};
 use crate::config::{NodeConfig, BATCH_COMMANDS_MAX};
 use crate::log_codec;
@@ -172,6 +173,7 @@ impl Driver {
                 next_tick = now + tick;
                 self.tick(now);
             }
+            DriverStats::add(&self.routing.stats.iterations, 1);
             self.propose_queued();
             self.handle_readies()?;
             let now = Instant::now();
@@ -342,6 +344,11 @@ impl Driver {
                     info_span!("propose", shard = s.id, commands = commands.len()).entered();
                 match s.raw.propose(vec![], data) {
                     Ok(()) => {
+                        DriverStats::add(&self.routing.stats.entries_proposed, 1);
+                        DriverStats::add(
+                            &self.routing.stats.commands_proposed,
+                            commands.len() as u64,
+                        );
                         let index = s.raw.raft.raft_log.last_index();
                         let term = s.raw.raft.term;
                         s.pending.insert(index, PendingEntry { term, waiters });
@@ -359,9 +366,23 @@ impl Driver {
         }
     }
 
+    /// Hands shard `i`'s messages to the transport.
+    fn send_messages(&self, i: usize, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        DriverStats::add(&self.routing.stats.messages_sent, messages.len() as u64);
+        self.transport.send(i as u32, messages);
+    }
+
     fn handle_readies(&mut self) -> Result<(), DriverError> {
         let mut batch = LogBatch::new();
         let mut readies = Vec::new();
+        // Only new entries, a snapshot, or a new term or vote must be on
+        // disk before the messages that follow them go out; a ready that
+        // only moves the commit index is written without an fsync (a later
+        // synced write makes it durable too, RocksDB's log being ordered).
+        let mut must_sync = false;
         for i in 0..self.shards.len() {
             if !self.shards[i].raw.has_ready() {
                 continue;
@@ -371,8 +392,9 @@ impl Driver {
             if let Some(ss) = rd.ss() {
                 self.routing.set_leader(i as u32, ss.leader_id);
             }
-            self.transport.send(i as u32, rd.take_messages());
+            self.send_messages(i, rd.take_messages());
             if !rd.snapshot().is_empty() {
+                must_sync = true;
                 self.install_snapshot(i, rd.snapshot().clone(), &mut batch)?;
             }
             for rs in rd.take_read_states() {
@@ -385,9 +407,15 @@ impl Driver {
             self.apply_committed(i, rd.take_committed_entries(), &mut batch)?;
             let storage = self.shards[i].storage.clone();
             if !rd.entries().is_empty() {
+                must_sync = true;
                 storage.stage_append(&mut batch, rd.entries())?;
             }
             if let Some(hs) = rd.hs() {
+                let term_vote = (hs.term, hs.vote);
+                if term_vote != self.shards[i].synced_term_vote {
+                    must_sync = true;
+                    self.shards[i].synced_term_vote = term_vote;
+                }
                 storage.stage_hard_state(&mut batch, hs)?;
             }
             readies.push((i, rd));
@@ -395,7 +423,16 @@ impl Driver {
         if readies.is_empty() {
             return Ok(());
         }
-        let report = self.db.write(batch, self.config.sync_writes)?;
+        let report = self.db.write(batch, self.config.sync_writes && must_sync)?;
+        if report.synced {
+            DriverStats::add(&self.routing.stats.group_commits, 1);
+            DriverStats::add(
+                &self.routing.stats.group_commit_us,
+                report.elapsed.as_micros() as u64,
+            );
+        } else {
+            DriverStats::add(&self.routing.stats.unsynced_writes, 1);
+        }
         debug!(
             shards = report.shards,
             ops = report.ops,
@@ -405,7 +442,7 @@ impl Driver {
         let mut light_batch = LogBatch::new();
         let mut light_writes = false;
         for (i, mut rd) in readies {
-            self.transport.send(i as u32, rd.take_persisted_messages());
+            self.send_messages(i, rd.take_persisted_messages());
             let mut light = self.shards[i].raw.advance(rd);
             if let Some(commit) = light.commit_index() {
                 let storage = self.shards[i].storage.clone();
@@ -414,7 +451,7 @@ impl Driver {
                 storage.stage_hard_state(&mut light_batch, &hs)?;
                 light_writes = true;
             }
-            self.transport.send(i as u32, light.take_messages());
+            self.send_messages(i, light.take_messages());
             let committed = light.take_committed_entries();
             light_writes |= !committed.is_empty();
             self.apply_committed(i, committed, &mut light_batch)?;
@@ -467,6 +504,7 @@ impl Driver {
             return Ok(());
         };
         let last_index = last.index;
+        DriverStats::add(&self.routing.stats.entries_applied, entries.len() as u64);
         let shard = &mut self.shards[i];
         for entry in entries {
             match entry.get_entry_type() {
@@ -633,7 +671,10 @@ fn open_shard(
         snapshot_index,
         applied,
         last_expire_check: Instant::now(),
+        synced_term_vote: (0, 0),
     };
+    let hs = shard.raw.raft.hard_state();
+    shard.synced_term_vote = (hs.term, hs.vote);
     replay(&mut shard, snapshot_index + 1, applied, events)?;
     info!(shard = id, snapshot_index, applied, "shard opened");
     Ok(shard)

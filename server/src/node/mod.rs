@@ -10,6 +10,7 @@ pub mod driver;
 pub mod local;
 pub mod messages;
 pub mod shard;
+pub mod stats;
 
 use crate::config::NodeConfig;
 use crossbeam_channel::{bounded, Sender, TrySendError};
@@ -34,11 +35,13 @@ pub trait Transport: Send + 'static {
     fn send(&self, shard: u32, messages: Vec<Message>);
 }
 
-/// What the driver publishes for other threads: leader per shard and the
-/// stock board per shard.
+/// What the driver publishes for other threads: leader per shard, the
+/// stock board per shard, and its work counters.
 pub struct Routing {
     leaders: Vec<AtomicU64>,
     boards: Vec<RwLock<Arc<StockBoard>>>,
+    /// The driver's work counters.
+    pub stats: stats::DriverStats,
 }
 
 impl Routing {
@@ -49,6 +52,7 @@ impl Routing {
             boards: (0..shards)
                 .map(|_| RwLock::new(Arc::new(StockBoard::new(0))))
                 .collect(),
+            stats: stats::DriverStats::default(),
         }
     }
 

@@ -65,6 +65,11 @@ pub struct Shard {
     pub applied: u64,
     /// When the leader last checked for due holds.
     pub last_expire_check: Instant,
+    /// Term and vote of the hard state last written with an fsync. A
+    /// hard-state change that leaves them alone (only the commit index
+    /// moved) needs no fsync of its own: the commit index can be learned
+    /// again from the leader after a crash.
+    pub synced_term_vote: (u64, u64),
 }
 
 impl Shard {
