@@ -1,6 +1,6 @@
 //! The Holdfast node: Raft-replicated ledger shards, served over gRPC.
 //!
-//! Layout: `config` (what a node needs), `node` (the driver thread that runs
+//! Layout: `config` (what a node needs) and `config_file` (its TOML form), `node` (the driver thread that runs
 //! every shard's Raft group and ledger, and the handle to reach it),
 //! `log_codec` (commands in log entries), `ids` and `status` (the wire
 //! edge: ids and errors), `pb` (generated code).
@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod config_file;
 pub mod ids;
 pub mod log_codec;
 pub mod node;

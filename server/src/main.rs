@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use holdfast_server::admin::AdminService;
 use holdfast_server::config::{NodeConfig, SHARDS_DEFAULT};
+use holdfast_server::config_file::FileConfig;
 use holdfast_server::node::Node;
 use holdfast_server::pb::internal::admin_server::AdminServer;
 use holdfast_server::pb::inventory::inventory_server::InventoryServer;
@@ -30,30 +31,42 @@ const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
 #[command(
     name = "holdfast-server",
     version,
-    about = "A node of a Holdfast inventory reservation cluster"
+    about = "A node of a Holdfast inventory reservation cluster",
+    after_help = "Precedence: flags, then HOLDFAST_* environment variables, then the --config \
+file, then the defaults shown. Raft and ledger tuning live in the config file \
+(see docs/operations.md)."
 )]
 struct Args {
-    /// This node's id (1-based, unique in the cluster).
-    #[arg(long, default_value_t = 1, env = "HOLDFAST_ID")]
-    id: u64,
-    /// Address to serve gRPC on, for clients and peers alike.
-    #[arg(long, default_value = "127.0.0.1:7400", env = "HOLDFAST_LISTEN")]
-    listen: SocketAddr,
-    /// Every member as id=host:port, comma-separated, this node included.
-    /// Default: a one-node cluster of this node alone.
+    /// TOML configuration file (membership, storage, Raft and ledger tuning).
+    #[arg(long, env = "HOLDFAST_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id (1-based, unique in the cluster) [default: 1].
+    #[arg(long, env = "HOLDFAST_ID")]
+    id: Option<u64>,
+    /// Address to serve gRPC on, for clients and peers alike
+    /// [default: 127.0.0.1:7400].
+    #[arg(long, env = "HOLDFAST_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Every member as id=host:port, comma-separated, this node included
+    /// [default: a one-node cluster of this node alone].
     #[arg(long, env = "HOLDFAST_PEERS")]
     peers: Option<String>,
-    /// Data directory (RocksDB and snapshots).
-    #[arg(long, default_value = "./holdfast-data", env = "HOLDFAST_DATA_DIR")]
-    data_dir: PathBuf,
-    /// Number of shards; must be equal on every node.
-    #[arg(long, default_value_t = SHARDS_DEFAULT, env = "HOLDFAST_SHARDS")]
-    shards: u32,
+    /// Data directory (RocksDB and snapshots) [default: ./holdfast-data].
+    #[arg(long, env = "HOLDFAST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Number of shards; must be equal on every node [default: 8].
+    #[arg(long, env = "HOLDFAST_SHARDS")]
+    shards: Option<u32>,
     /// Cluster id, written into the data directory (a node refuses another
-    /// cluster's data).
-    #[arg(long, default_value_t = 1, env = "HOLDFAST_CLUSTER_ID")]
-    cluster_id: u64,
+    /// cluster's data) [default: 1].
+    #[arg(long, env = "HOLDFAST_CLUSTER_ID")]
+    cluster_id: Option<u64>,
 }
+
+/// Listen address when neither flag, variable nor file sets one.
+const LISTEN_DEFAULT: &str = "127.0.0.1:7400";
+/// Data directory when neither flag, variable nor file sets one.
+const DATA_DIR_DEFAULT: &str = "./holdfast-data";
 
 fn parse_peers(spec: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut peers = BTreeMap::new();
@@ -72,15 +85,37 @@ fn parse_peers(spec: &str) -> Result<BTreeMap<u64, String>, String> {
     Ok(peers)
 }
 
-fn config(args: &Args) -> Result<NodeConfig, String> {
-    let mut config = NodeConfig::single(args.id, args.listen.to_string(), args.data_dir.clone());
+/// Merges flags and environment (already merged by clap) over the file over
+/// the defaults.
+fn config(args: &Args) -> Result<(NodeConfig, SocketAddr), String> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let listen = match (args.listen, &file.listen) {
+        (Some(l), _) => l,
+        (None, Some(l)) => l
+            .parse()
+            .map_err(|_| format!("config file: listen {l:?} is not host:port"))?,
+        (None, None) => LISTEN_DEFAULT.parse().expect("valid default"),
+    };
+    let id = args.id.or(file.id).unwrap_or(1);
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
+    let mut config = NodeConfig::single(id, listen.to_string(), data_dir);
+    file.apply_tuning(&mut config);
     if let Some(spec) = &args.peers {
         config.peers = parse_peers(spec)?;
+    } else if let Some(peers) = file.peer_map()? {
+        config.peers = peers;
     }
-    config.shards = args.shards;
-    config.cluster_id = args.cluster_id;
+    config.shards = args.shards.or(file.shards).unwrap_or(SHARDS_DEFAULT);
+    config.cluster_id = args.cluster_id.or(file.cluster_id).unwrap_or(1);
     config.validate()?;
-    Ok(config)
+    Ok((config, listen))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -107,7 +142,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = match config(&args) {
+    let (config, listen) = match config(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("holdfast-server: {e}");
@@ -134,7 +169,6 @@ fn main() -> ExitCode {
         }
     };
     let handle = node.handle.clone();
-    let listen = args.listen;
     let served = runtime.block_on(async move {
         let inventory = InventoryServer::new(InventoryService::new(handle.clone(), peers))
             .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
