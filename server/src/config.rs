@@ -33,6 +33,10 @@ pub const MAX_UNCOMMITTED_SIZE_DEFAULT: u64 = 32 << 20;
 pub const EXPIRE_TICK_MS_DEFAULT: u64 = 100;
 /// Applied entries between snapshots (and log compactions) of a shard.
 pub const SNAPSHOT_EVERY_ENTRIES_DEFAULT: u64 = 50_000;
+/// Log entries kept behind a snapshot when the log is compacted, so a
+/// briefly lagging follower catches up from the log rather than by
+/// snapshot. Tests set it low to force catch-up by snapshot.
+pub const SNAPSHOT_LOG_MARGIN_ENTRIES_DEFAULT: u64 = 5_000;
 /// Commands gathered into one log entry at most (the rest wait for the next
 /// loop iteration).
 pub const BATCH_COMMANDS_MAX: usize = 4_096;
@@ -88,6 +92,8 @@ pub struct NodeConfig {
     pub expire_tick_ms: u64,
     /// Applied entries between snapshots.
     pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot at compaction.
+    pub snapshot_log_margin_entries: u64,
     /// fsync every write batch (off only for tests that measure the cost).
     pub sync_writes: bool,
 }
@@ -106,6 +112,7 @@ impl NodeConfig {
             engine: EngineConfig::default(),
             expire_tick_ms: EXPIRE_TICK_MS_DEFAULT,
             snapshot_every_entries: SNAPSHOT_EVERY_ENTRIES_DEFAULT,
+            snapshot_log_margin_entries: SNAPSHOT_LOG_MARGIN_ENTRIES_DEFAULT,
             sync_writes: true,
         }
     }

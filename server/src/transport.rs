@@ -19,18 +19,36 @@
 //!   incoming stream one task decodes each batch and hands its messages to
 //!   the node's inbox without blocking ([`RaftInbox::deliver`]); a full inbox
 //!   drops the message.
+//!
+//! Snapshots (`MsgSnapshot`) never ride in a batch: `send` hands each to
+//! its own task, which streams it in chunks over a `SendSnapshot` call on
+//! its own connection (module `snapshot`), at most one per (peer, shard) at
+//! a time. Its outcome goes back to the driver through the
+//! [`TransportReporter`] the node attaches ([`Transport::attach`]), as
+//! [`Inbound::SnapshotStatus`]; a failed stream reports
+//! [`Inbound::Unreachable`] for the shards whose messages it may have lost.
+
+mod snapshot;
+
+pub use snapshot::{
+    SNAPSHOT_BYTES_MAX_DEFAULT, SNAPSHOT_CHUNK_BYTES_DEFAULT, SNAPSHOT_CHUNK_BYTES_MAX,
+    SNAPSHOT_CHUNK_WAIT_MS_MAX, SNAPSHOT_RECEIVES_MAX, SNAPSHOT_SEND_BYTES_PER_S_MIN,
+    SNAPSHOT_SEND_TIMEOUT_MS_BASE,
+};
 
 use crate::node::messages::Inbound;
-use crate::node::{NodeHandle, Transport};
+use crate::node::{NodeHandle, Transport, TransportReporter};
 use crate::pb::internal::raft_transport_client::RaftTransportClient;
 use crate::pb::internal::raft_transport_server::{RaftTransport, RaftTransportServer};
-use crate::pb::internal::{RaftAck, RaftBatch, RaftEnvelope};
-use raft::eraftpb::Message;
-use std::collections::BTreeMap;
+use crate::pb::internal::{RaftAck, RaftBatch, RaftEnvelope, SnapshotChunk, SnapshotDone};
+use raft::eraftpb::{Message, MessageType};
+use snapshot::SnapshotSender;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status, Streaming};
@@ -47,9 +65,10 @@ pub const BATCH_BYTES_MAX: usize = 4 << 20;
 /// Largest gRPC message (one `RaftBatch`) a node accepts, in bytes: bounds
 /// the memory a peer can make us allocate per frame.
 pub const FRAME_BYTES_MAX: usize = 16 << 20;
-/// Largest single encoded Raft message sent, in bytes: a frame's limit less
-/// 1 MiB of headroom for the batch and envelope fields. A larger message (a
-/// snapshot) is dropped with a warning rather than breaking the stream.
+/// Largest single encoded Raft message sent in a batch, in bytes: a frame's
+/// limit less 1 MiB of headroom for the batch and envelope fields. Snapshots
+/// go their own way in chunks; any other larger message is dropped with a
+/// warning rather than breaking the stream.
 pub const MESSAGE_BYTES_MAX: usize = FRAME_BYTES_MAX - (1 << 20);
 /// Largest ack accepted, in bytes (an ack is one varint).
 pub const ACK_BYTES_MAX: usize = 1 << 10;
@@ -96,6 +115,45 @@ pub struct TransportCounters {
     pub reconnects: AtomicU64,
     /// Acks received from peers.
     pub acks_received: AtomicU64,
+    /// Snapshots a peer received whole (and reported `Finish`).
+    pub snapshots_sent: AtomicU64,
+    /// Bytes of snapshot data in those.
+    pub snapshot_bytes_sent: AtomicU64,
+    /// Snapshot sends that failed or timed out (reported `Failure`).
+    pub snapshots_failed: AtomicU64,
+    /// Snapshots never started: one to the same peer and shard was still
+    /// sending, or the recipient has no peer address.
+    pub snapshots_dropped: AtomicU64,
+    /// `Unreachable` reports posted to the driver (one per shard and failed
+    /// stream or discard).
+    pub unreachable_reports: AtomicU64,
+}
+
+/// Who this node is: traffic naming another cluster or node is refused.
+#[derive(Clone, Copy, Debug)]
+struct Identity {
+    self_id: u64,
+    cluster_id: u64,
+}
+
+impl Identity {
+    /// Whether `what` from node `from`, for node `to_node` of cluster
+    /// `cluster_id`, is meant for this node; the refusal names both sides.
+    fn check(&self, what: &str, from: u64, cluster_id: u64, to_node: u64) -> Result<(), Status> {
+        if cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "{what} from node {from} is for cluster {cluster_id}, this node is in cluster {}",
+                self.cluster_id
+            )));
+        }
+        if to_node != self.self_id {
+            return Err(Status::failed_precondition(format!(
+                "{what} from node {from} is for node {to_node}, this is node {}",
+                self.self_id
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -109,10 +167,14 @@ struct Outgoing {
     message: Message,
 }
 
-/// The gRPC [`Transport`]: one queue and one streaming task per peer.
-/// Dropping it closes the queues, and each task ends.
+/// The gRPC [`Transport`]: one queue and one streaming task per peer, and
+/// a task per snapshot being sent. Dropping it closes the queues, and each
+/// peer task ends (snapshot sends in flight run to their end).
 pub struct GrpcTransport {
     queues: BTreeMap<u64, mpsc::Sender<Outgoing>>,
+    snapshots: SnapshotSender,
+    /// Set once by [`Transport::attach`]; shared with every task.
+    reporter: Arc<OnceLock<TransportReporter>>,
     counters: Arc<TransportCounters>,
 }
 
@@ -127,6 +189,17 @@ impl GrpcTransport {
         runtime: tokio::runtime::Handle,
     ) -> GrpcTransport {
         let counters = Arc::new(TransportCounters::default());
+        let reporter = Arc::new(OnceLock::new());
+        let identity = Identity {
+            self_id,
+            cluster_id,
+        };
+        let mut snapshots = SnapshotSender::new(
+            identity,
+            runtime.clone(),
+            reporter.clone(),
+            counters.clone(),
+        );
         let mut queues = BTreeMap::new();
         for (peer_id, address) in peers {
             if peer_id == self_id {
@@ -148,16 +221,32 @@ impl GrpcTransport {
                     continue;
                 }
             };
+            snapshots.add_peer(peer_id, endpoint.clone());
             let link = PeerLink {
                 self_id,
                 peer_id,
                 cluster_id,
                 endpoint,
+                reporter: reporter.clone(),
                 counters: counters.clone(),
             };
             runtime.spawn(link.run(rx));
         }
-        GrpcTransport { queues, counters }
+        GrpcTransport {
+            queues,
+            snapshots,
+            reporter,
+            counters,
+        }
+    }
+
+    /// Sends snapshot data in chunks of `bytes` (clamped to
+    /// 1..=[`SNAPSHOT_CHUNK_BYTES_MAX`]) instead of
+    /// [`SNAPSHOT_CHUNK_BYTES_DEFAULT`]: tests use small chunks so that a
+    /// small snapshot still takes many.
+    pub fn with_snapshot_chunk_bytes(mut self, bytes: usize) -> Self {
+        self.snapshots.chunk_bytes = bytes.clamp(1, SNAPSHOT_CHUNK_BYTES_MAX);
+        self
     }
 
     /// The transport's counters, for metrics and tests.
@@ -169,6 +258,10 @@ impl GrpcTransport {
 impl Transport for GrpcTransport {
     fn send(&self, shard: u32, messages: Vec<Message>) {
         for message in messages {
+            if message.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots.start(shard, message);
+                continue;
+            }
             let queued = match self.queues.get(&message.to) {
                 Some(queue) => queue.try_send(Outgoing { shard, message }).is_ok(),
                 None => {
@@ -183,6 +276,12 @@ impl Transport for GrpcTransport {
             if !queued {
                 bump(&self.counters.messages_dropped, 1);
             }
+        }
+    }
+
+    fn attach(&mut self, reporter: TransportReporter) {
+        if self.reporter.set(reporter).is_err() {
+            tracing::warn!("transport attached twice; keeping the first node's reporter");
         }
     }
 }
@@ -220,6 +319,7 @@ struct PeerLink {
     peer_id: u64,
     cluster_id: u64,
     endpoint: Endpoint,
+    reporter: Arc<OnceLock<TransportReporter>>,
     counters: Arc<TransportCounters>,
 }
 
@@ -257,22 +357,45 @@ impl PeerLink {
             if !self.discard_stale(&mut queue, &mut batcher) {
                 return;
             }
+            self.report_unreachable(std::mem::take(&mut batcher.shards));
         }
     }
 
-    /// Throws away what was queued while the peer was unreachable. `false`:
-    /// the transport was dropped.
+    /// Throws away what was queued while the peer was unreachable, noting
+    /// the shards it was for in `batcher.shards`. `false`: the transport
+    /// was dropped.
     fn discard_stale(&self, queue: &mut mpsc::Receiver<Outgoing>, batcher: &mut Batcher) -> bool {
-        let mut discarded = u64::from(batcher.carry.take().is_some());
+        let mut discarded = 0;
+        if let Some(envelope) = batcher.carry.take() {
+            batcher.shards.insert(envelope.shard);
+            discarded += 1;
+        }
         let open = loop {
             match queue.try_recv() {
-                Ok(_) => discarded += 1,
+                Ok(outgoing) => {
+                    batcher.shards.insert(outgoing.shard);
+                    discarded += 1;
+                }
                 Err(mpsc::error::TryRecvError::Empty) => break true,
                 Err(mpsc::error::TryRecvError::Disconnected) => break false,
             }
         };
         bump(&self.counters.messages_discarded, discarded);
         open
+    }
+
+    /// Tells the driver that messages of `shards` to this peer may be lost
+    /// (sent on a stream that failed, or discarded), so Raft probes the
+    /// peer instead of streaming appends into the void.
+    fn report_unreachable(&self, shards: BTreeSet<u32>) {
+        let Some(reporter) = self.reporter.get() else {
+            return;
+        };
+        for shard in shards {
+            if reporter.unreachable(shard, self.peer_id) {
+                bump(&self.counters.unreachable_reports, 1);
+            }
+        }
     }
 
     /// Connects, opens `Exchange`, and streams batches from `queue` while
@@ -347,6 +470,11 @@ impl PeerLink {
 #[derive(Default)]
 struct Batcher {
     carry: Option<RaftEnvelope>,
+    /// Shards whose messages were handed to the current stream (or
+    /// discarded) since the last unreachable report: HTTP/2 says nothing
+    /// about which of them arrived, so when the stream fails all are at
+    /// risk. At most one entry per shard.
+    shards: BTreeSet<u32>,
 }
 
 impl Batcher {
@@ -384,6 +512,7 @@ impl Batcher {
             bytes += size;
             envelopes.push(envelope);
         }
+        self.shards.extend(envelopes.iter().map(|e| e.shard));
         Some(envelopes)
     }
 }
@@ -452,6 +581,16 @@ pub struct ServiceCounters {
     pub messages_dropped: AtomicU64,
     /// Streams ended because a batch named another cluster or node.
     pub streams_refused: AtomicU64,
+    /// Snapshots received whole, checked, and handed to the node.
+    pub snapshots_received: AtomicU64,
+    /// Data chunks of those snapshots.
+    pub snapshot_chunks_received: AtomicU64,
+    /// Bytes of snapshot data in those snapshots.
+    pub snapshot_bytes_received: AtomicU64,
+    /// Snapshot calls refused, nothing delivered: another cluster or node,
+    /// out of order, over the cap, truncated, checksum mismatch, too many
+    /// at once, a broken stream, or the node's inbox refused it.
+    pub snapshots_refused: AtomicU64,
 }
 
 /// The `RaftTransport` gRPC service: receives peers' batches and hands
@@ -462,16 +601,28 @@ pub struct RaftTransportService<I: RaftInbox = NodeHandle> {
 
 impl<I: RaftInbox> RaftTransportService<I> {
     /// A service for node `self_id` of cluster `cluster_id`, delivering to
-    /// `inbox`; batches naming another node or cluster are refused.
+    /// `inbox`; batches and snapshots naming another node or cluster are
+    /// refused. Snapshots up to [`SNAPSHOT_BYTES_MAX_DEFAULT`] are accepted.
     pub fn new(self_id: u64, cluster_id: u64, inbox: I) -> Self {
         RaftTransportService {
             receiver: Receiver {
-                self_id,
-                cluster_id,
+                identity: Identity {
+                    self_id,
+                    cluster_id,
+                },
                 inbox,
                 counters: Arc::new(ServiceCounters::default()),
+                snapshot_bytes_max: SNAPSHOT_BYTES_MAX_DEFAULT,
+                snapshot_slots: Arc::new(Semaphore::new(SNAPSHOT_RECEIVES_MAX)),
             },
         }
+    }
+
+    /// Accepts snapshots of at most `bytes` of data instead of
+    /// [`SNAPSHOT_BYTES_MAX_DEFAULT`]: the memory one receive may hold.
+    pub fn with_snapshot_bytes_max(mut self, bytes: u64) -> Self {
+        self.receiver.snapshot_bytes_max = bytes;
+        self
     }
 
     /// The service's counters, for metrics and tests.
@@ -502,15 +653,27 @@ impl<I: RaftInbox> RaftTransport for RaftTransportService<I> {
         tokio::spawn(self.receiver.clone().run(request.into_inner(), acks_tx));
         Ok(Response::new(ReceiverStream::new(acks_rx)))
     }
+
+    async fn send_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotDone>, Status> {
+        self.receiver
+            .receive_snapshot(request.into_inner())
+            .await
+            .map(Response::new)
+    }
 }
 
 /// The receiving side of one stream (cloned per stream).
 #[derive(Clone)]
 struct Receiver<I> {
-    self_id: u64,
-    cluster_id: u64,
+    identity: Identity,
     inbox: I,
     counters: Arc<ServiceCounters>,
+    snapshot_bytes_max: u64,
+    /// One permit per snapshot being received ([`SNAPSHOT_RECEIVES_MAX`]).
+    snapshot_slots: Arc<Semaphore>,
 }
 
 impl<I: RaftInbox> Receiver<I> {
@@ -550,19 +713,66 @@ impl<I: RaftInbox> Receiver<I> {
 
     /// Whether `batch` is meant for this node of this cluster.
     fn check(&self, batch: &RaftBatch) -> Result<(), Status> {
-        if batch.cluster_id != self.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "raft batch from node {} is for cluster {}, this node is in cluster {}",
-                batch.from_node, batch.cluster_id, self.cluster_id
-            )));
+        self.identity.check(
+            "raft batch",
+            batch.from_node,
+            batch.cluster_id,
+            batch.to_node,
+        )
+    }
+
+    /// Receives one snapshot call, counting and logging the outcome; an
+    /// error status means nothing was delivered.
+    async fn receive_snapshot(
+        &self,
+        mut chunks: Streaming<SnapshotChunk>,
+    ) -> Result<SnapshotDone, Status> {
+        let result = self.deliver_snapshot(&mut chunks).await;
+        if let Err(status) = &result {
+            bump(&self.counters.snapshots_refused, 1);
+            tracing::warn!(%status, "raft snapshot refused");
         }
-        if batch.to_node != self.self_id {
-            return Err(Status::failed_precondition(format!(
-                "raft batch from node {} is for node {}, this is node {}",
-                batch.from_node, batch.to_node, self.self_id
+        result
+    }
+
+    /// Takes a receive slot, reads and checks the whole snapshot, and hands
+    /// it to the node.
+    async fn deliver_snapshot(
+        &self,
+        chunks: &mut Streaming<SnapshotChunk>,
+    ) -> Result<SnapshotDone, Status> {
+        let Ok(_slot) = self.snapshot_slots.try_acquire() else {
+            return Err(Status::resource_exhausted(format!(
+                "already receiving {SNAPSHOT_RECEIVES_MAX} snapshots"
             )));
+        };
+        let expect = snapshot::Expect {
+            identity: self.identity,
+            shards: self.inbox.shards(),
+            bytes_max: self.snapshot_bytes_max,
+        };
+        let received = snapshot::read_snapshot(chunks, &expect).await?;
+        let index = received.message.get_snapshot().get_metadata().index;
+        let (from, shard) = (received.from_node, received.shard);
+        if !self.inbox.deliver(shard, received.message) {
+            return Err(Status::unavailable(
+                "the node's inbox refused the snapshot (full or stopped)",
+            ));
         }
-        Ok(())
+        bump(&self.counters.snapshots_received, 1);
+        bump(&self.counters.snapshot_chunks_received, received.chunks);
+        bump(&self.counters.snapshot_bytes_received, received.data_bytes);
+        tracing::info!(
+            from,
+            shard,
+            index,
+            bytes = received.data_bytes,
+            chunks = received.chunks,
+            "raft snapshot received"
+        );
+        Ok(SnapshotDone {
+            data_bytes: received.data_bytes,
+        })
     }
 
     /// Decodes and delivers each message of `batch`, skipping (and logging,
@@ -577,7 +787,9 @@ impl<I: RaftInbox> Receiver<I> {
                     bump(&self.counters.messages_undecodable, 1);
                     format!("undecodable raft message skipped: {error}")
                 }
-                Ok(message) if shard >= self.inbox.shards() || message.to != self.self_id => {
+                Ok(message)
+                    if shard >= self.inbox.shards() || message.to != self.identity.self_id =>
+                {
                     bump(&self.counters.messages_misrouted, 1);
                     format!(
                         "misrouted raft message skipped: shard {shard} of {}, to node {}",
@@ -614,8 +826,14 @@ mod tests {
     //! one stream, network input never killing the receiver, refusal of
     //! another cluster's or node's traffic, and a `send` that never waits
     //! for a peer (dropping instead) and recovers once the peer is up.
+    //! Snapshots: one arrives whole and equal however many chunks it takes;
+    //! a bad snapshot stream delivers nothing; batches keep flowing while a
+    //! snapshot is sending; outcomes are reported to the driver.
 
+    use super::snapshot::Chunks;
     use super::*;
+    use crate::pb::internal::SnapshotHeader;
+    use crossbeam_channel::Sender;
     use std::net::SocketAddr;
     use std::sync::Mutex;
     use std::time::Instant;
@@ -680,15 +898,20 @@ mod tests {
         let collector = Collector::default();
         let svc = RaftTransportService::new(id, CLUSTER, collector.clone());
         let counters = svc.counters();
+        spawn_server(listener, raft_transport_server(svc));
+        (collector, counters)
+    }
+
+    /// Runs `service` on `listener` until the test's runtime ends.
+    fn spawn_server<S: RaftTransport>(listener: TcpListener, service: RaftTransportServer<S>) {
         let server = tonic::transport::Server::builder()
-            .add_service(raft_transport_server(svc))
+            .add_service(service)
             .serve_with_incoming(TcpListenerStream::new(listener));
         tokio::spawn(async move {
             if let Err(error) = server.await {
                 panic!("test server failed: {error}");
             }
         });
-        (collector, counters)
     }
 
     async fn listen() -> (TcpListener, SocketAddr) {
@@ -912,5 +1135,380 @@ mod tests {
         let expected: Vec<u64> = (0..10).chain([11]).collect();
         assert_eq!(order, expected);
         assert_eq!(counters.messages_dropped.load(Ordering::Relaxed), 1);
+    }
+
+    /// What a transport reported to its (stand-in) driver.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Report {
+        Snapshot { shard: u32, to: u64, ok: bool },
+        Unreachable { shard: u32, to: u64 },
+    }
+
+    /// A driver's inbox that only records transport reports.
+    struct Reports {
+        inbox: Arc<Sender<Inbound>>,
+        rx: crossbeam_channel::Receiver<Inbound>,
+        seen: Mutex<Vec<Report>>,
+    }
+
+    impl Reports {
+        fn new() -> Self {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            Reports {
+                inbox: Arc::new(tx),
+                rx,
+                seen: Mutex::default(),
+            }
+        }
+
+        fn reporter(&self) -> TransportReporter {
+            TransportReporter::new(&self.inbox)
+        }
+
+        /// Every report so far, in order.
+        fn seen(&self) -> Vec<Report> {
+            let mut seen = self.seen.lock().expect("reports lock");
+            for inbound in self.rx.try_iter() {
+                seen.push(match inbound {
+                    Inbound::SnapshotStatus { shard, to, ok } => Report::Snapshot { shard, to, ok },
+                    Inbound::Unreachable { shard, to } => Report::Unreachable { shard, to },
+                    _ => panic!("a transport posted something other than a report"),
+                });
+            }
+            seen.clone()
+        }
+    }
+
+    /// A transport from node 1 to node 2 at `addr`, reporting to `reports`,
+    /// cutting snapshots into chunks of `chunk_bytes`.
+    fn transport_to(addr: SocketAddr, reports: &Reports, chunk_bytes: usize) -> GrpcTransport {
+        let peers = BTreeMap::from([(1, "127.0.0.1:1".to_string()), (2, addr.to_string())]);
+        let mut transport =
+            GrpcTransport::start(1, CLUSTER, peers, tokio::runtime::Handle::current())
+                .with_snapshot_chunk_bytes(chunk_bytes);
+        transport.attach(reports.reporter());
+        transport
+    }
+
+    /// A `MsgSnapshot` for node `to` at `index` with `bytes` of data that
+    /// differ from byte to byte (so a misplaced chunk changes the result).
+    fn snapshot_message(to: u64, index: u64, bytes: usize) -> Message {
+        let mut m = message(to, index);
+        m.set_msg_type(MessageType::MsgSnapshot);
+        let snapshot = m.mut_snapshot();
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().term = 3;
+        snapshot.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+        let data: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
+        snapshot.set_data(data.into());
+        m
+    }
+
+    /// The header of a snapshot of `data` from node 1 to `to_node` of
+    /// `cluster_id` (its message is for node 2).
+    fn header(cluster_id: u64, to_node: u64, data: &[u8]) -> SnapshotHeader {
+        let mut m = snapshot_message(2, 5, 0);
+        m.mut_snapshot().clear_data();
+        SnapshotHeader {
+            cluster_id,
+            from_node: 1,
+            to_node,
+            shard: 1,
+            message: protobuf::Message::write_to_bytes(&m).expect("encode"),
+            data_bytes: data.len() as u64,
+            data_xxh3: xxhash_rust::xxh3::xxh3_64(data),
+        }
+    }
+
+    fn chunks(header: SnapshotHeader, data: &[u8], chunk_bytes: usize) -> Vec<SnapshotChunk> {
+        Chunks::new(header, data.to_vec().into(), chunk_bytes).collect()
+    }
+
+    fn data_chunk(bytes: usize) -> SnapshotChunk {
+        SnapshotChunk {
+            kind: Some(crate::pb::internal::snapshot_chunk::Kind::Data(vec![
+                1;
+                bytes
+            ])),
+        }
+    }
+
+    /// Sends `chunks` as one `SendSnapshot` call to `addr`.
+    async fn send_raw(
+        addr: SocketAddr,
+        chunks: Vec<SnapshotChunk>,
+    ) -> Result<SnapshotDone, Status> {
+        let mut client = RaftTransportClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+        client
+            .send_snapshot(tokio_stream::iter(chunks))
+            .await
+            .map(Response::into_inner)
+    }
+
+    fn load(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_of_many_chunks_arrives_whole_and_is_reported_finished() {
+        let (listener, addr) = listen().await;
+        let (collector, service) = serve(listener, 2);
+        let reports = Reports::new();
+        let transport = transport_to(addr, &reports, 1_000);
+        let sent = snapshot_message(2, 77, 100_500);
+        transport.send(1, vec![sent.clone()]);
+        wait_until("the snapshot", || collector.len() == 1).await;
+        let got = collector.got.lock().expect("collector lock")[0].clone();
+        assert_eq!(got, (1, sent), "reassembled message equals the one sent");
+        assert_eq!(load(&service.snapshots_received), 1);
+        assert_eq!(load(&service.snapshot_chunks_received), 101);
+        assert_eq!(load(&service.snapshot_bytes_received), 100_500);
+        let finished = Report::Snapshot {
+            shard: 1,
+            to: 2,
+            ok: true,
+        };
+        wait_until("a Finish report", || reports.seen().contains(&finished)).await;
+        let counters = transport.counters();
+        assert_eq!(load(&counters.snapshots_sent), 1);
+        assert_eq!(load(&counters.messages_sent), 0, "no batch carried it");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_larger_than_a_frame_goes_through_in_default_chunks() {
+        let (listener, addr) = listen().await;
+        let (collector, service) = serve(listener, 2);
+        let reports = Reports::new();
+        let transport = transport_to(addr, &reports, SNAPSHOT_CHUNK_BYTES_DEFAULT);
+        let bytes = FRAME_BYTES_MAX + (3 << 20);
+        let sent = snapshot_message(2, 78, bytes);
+        transport.send(0, vec![sent.clone()]);
+        wait_until("the snapshot", || collector.len() == 1).await;
+        let got = collector.got.lock().expect("collector lock")[0].clone();
+        assert!(
+            got == (0, sent),
+            "reassembled message differs from the one sent"
+        );
+        assert_eq!(load(&service.snapshot_chunks_received), 19);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_snapshot_streams_are_refused_and_deliver_nothing() {
+        const CAP_BYTES: u64 = 64 << 10;
+        let (listener, addr) = listen().await;
+        let collector = Collector::default();
+        let svc = RaftTransportService::new(2, CLUSTER, collector.clone())
+            .with_snapshot_bytes_max(CAP_BYTES);
+        let service = svc.counters();
+        spawn_server(listener, raft_transport_server(svc));
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let good = || chunks(header(CLUSTER, 2, &data), &data, 1_000);
+        let truncated = good()[..7].to_vec(); // header and 6 of 10 data chunks
+        let mut corrupt = header(CLUSTER, 2, &data);
+        corrupt.data_xxh3 ^= 1;
+        let mut over_cap = header(CLUSTER, 2, &data);
+        over_cap.data_bytes = CAP_BYTES + 1;
+        let mut lying = header(CLUSTER, 2, &data);
+        lying.data_bytes = 1_000;
+        let two_headers = [good(), good()].concat();
+        use tonic::Code;
+        let cases: Vec<(&str, Vec<SnapshotChunk>, Code, &str)> = vec![
+            (
+                "truncated",
+                truncated,
+                Code::DataLoss,
+                "after 6000 of 10000 bytes",
+            ),
+            (
+                "bad checksum",
+                chunks(corrupt, &data, 1_000),
+                Code::DataLoss,
+                "checksum",
+            ),
+            (
+                "another cluster",
+                chunks(header(CLUSTER + 1, 2, &data), &data, 1_000),
+                Code::FailedPrecondition,
+                "cluster 8",
+            ),
+            (
+                "another node",
+                chunks(header(CLUSTER, 5, &data), &data, 1_000),
+                Code::FailedPrecondition,
+                "node 5",
+            ),
+            (
+                "over the cap",
+                chunks(over_cap, &data, 1_000),
+                Code::ResourceExhausted,
+                "65537 bytes",
+            ),
+            (
+                "past its declared length",
+                chunks(lying, &data, 1_000),
+                Code::InvalidArgument,
+                "declared 1000",
+            ),
+            (
+                "data before the header",
+                vec![data_chunk(10)],
+                Code::InvalidArgument,
+                "before its header",
+            ),
+            ("two headers", two_headers, Code::InvalidArgument, "second"),
+            (
+                "no header",
+                Vec::new(),
+                Code::InvalidArgument,
+                "ended before its header",
+            ),
+        ];
+        let refused = cases.len() as u64;
+        for (what, chunks, code, says) in cases {
+            let status = send_raw(addr, chunks).await.expect_err(what);
+            assert_eq!(status.code(), code, "{what}: {status}");
+            assert!(status.message().contains(says), "{what}: {status}");
+        }
+        assert_eq!(collector.len(), 0, "nothing was delivered");
+        assert_eq!(load(&service.snapshots_refused), refused);
+        assert_eq!(load(&service.snapshots_received), 0);
+
+        // The same service takes a good one, so the refusals were its checks.
+        let done = send_raw(addr, good()).await.expect("a good snapshot");
+        assert_eq!(done.data_bytes, 10_000);
+        assert_eq!(collector.len(), 1);
+        assert_eq!(load(&service.snapshot_chunks_received), 10);
+    }
+
+    /// A receiving node whose `SendSnapshot` waits for the test to open a
+    /// gate before reading the stream, so a snapshot stays in flight.
+    struct GatedSnapshots {
+        inner: RaftTransportService<Collector>,
+        gate: Arc<Semaphore>,
+        entered: Arc<AtomicU64>,
+    }
+
+    #[tonic::async_trait]
+    impl RaftTransport for GatedSnapshots {
+        type ExchangeStream = ReceiverStream<Result<RaftAck, Status>>;
+
+        async fn exchange(
+            &self,
+            request: Request<Streaming<RaftBatch>>,
+        ) -> Result<Response<Self::ExchangeStream>, Status> {
+            self.inner.exchange(request).await
+        }
+
+        async fn send_snapshot(
+            &self,
+            request: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<SnapshotDone>, Status> {
+            bump(&self.entered, 1);
+            let pass = self.gate.acquire().await;
+            let _pass = pass.map_err(|_| Status::aborted("gate closed"))?;
+            self.inner.send_snapshot(request).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_keep_flowing_while_a_snapshot_is_sending() {
+        let (listener, addr) = listen().await;
+        let collector = Collector::default();
+        let inner = RaftTransportService::new(2, CLUSTER, collector.clone());
+        let service = inner.counters();
+        let gate = Arc::new(Semaphore::new(0));
+        let entered = Arc::new(AtomicU64::new(0));
+        let gated = GatedSnapshots {
+            inner,
+            gate: gate.clone(),
+            entered: entered.clone(),
+        };
+        spawn_server(listener, RaftTransportServer::new(gated));
+        let reports = Reports::new();
+        let transport = transport_to(addr, &reports, 4_096);
+        let counters = transport.counters();
+
+        // Larger than the receiver's HTTP/2 window (1 MiB): the sender is
+        // held mid-stream until the gate opens.
+        let first = snapshot_message(2, 10, 4 << 20);
+        transport.send(0, vec![first.clone()]);
+        wait_until("the snapshot call to open", || load(&entered) == 1).await;
+        transport.send(0, vec![snapshot_message(2, 11, 10)]);
+        assert_eq!(
+            load(&counters.snapshots_dropped),
+            1,
+            "a second snapshot for the same peer and shard is dropped"
+        );
+
+        for call in 0..100u64 {
+            let messages: Vec<Message> = (0..10).map(|i| message(2, call * 10 + i)).collect();
+            transport.send((call % 2) as u32, messages);
+        }
+        wait_until("1,000 messages", || collector.len() == 1_000).await;
+        assert_eq!(
+            load(&service.snapshots_received),
+            0,
+            "the snapshot is still held"
+        );
+        assert!(
+            reports.seen().is_empty(),
+            "no outcome yet: {:?}",
+            reports.seen()
+        );
+
+        gate.add_permits(1);
+        wait_until("the snapshot", || collector.len() == 1_001).await;
+        let got = collector.got.lock().expect("collector lock")[1_000].clone();
+        assert_eq!(got, (0, first));
+        let finished = Report::Snapshot {
+            shard: 0,
+            to: 2,
+            ok: true,
+        };
+        wait_until("a Finish report", || {
+            reports.seen() == vec![finished.clone()]
+        })
+        .await;
+
+        // The slot is free again: the next snapshot goes.
+        transport.send(0, vec![snapshot_message(2, 12, 10)]);
+        gate.add_permits(1);
+        wait_until("the next snapshot", || collector.len() == 1_002).await;
+        assert_eq!(load(&counters.snapshots_dropped), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_down_peer_is_reported_unreachable_and_a_snapshot_to_it_fails() {
+        let (listener, addr) = listen().await;
+        drop(listener); // nothing listens on `addr`
+        let reports = Reports::new();
+        let transport = transport_to(addr, &reports, 1_000);
+        transport.send(0, vec![message(2, 1)]);
+        transport.send(2, vec![message(2, 2), message(2, 3)]);
+        transport.send(1, vec![snapshot_message(2, 9, 5_000)]);
+        let expected = [
+            Report::Snapshot {
+                shard: 1,
+                to: 2,
+                ok: false,
+            },
+            Report::Unreachable { shard: 0, to: 2 },
+            Report::Unreachable { shard: 2, to: 2 },
+        ];
+        wait_until("failure and unreachable reports", || {
+            let seen = reports.seen();
+            expected.iter().all(|r| seen.contains(r))
+        })
+        .await;
+        let seen = reports.seen();
+        assert!(
+            !seen.contains(&Report::Unreachable { shard: 1, to: 2 }),
+            "only shards with messages lost are reported: {seen:?}"
+        );
+        let counters = transport.counters();
+        assert_eq!(load(&counters.snapshots_failed), 1);
+        assert!(load(&counters.unreachable_reports) >= 2);
     }
 }

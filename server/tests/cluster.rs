@@ -60,6 +60,9 @@ impl TestCluster {
         config.shards = self.shards;
         config.raft.tick_ms = 10;
         config.snapshot_every_entries = self.snapshot_every;
+        // Compact close behind each snapshot, so a node that missed more
+        // than a few entries really needs the snapshot.
+        config.snapshot_log_margin_entries = 10;
         config
     }
 

@@ -27,7 +27,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use holdfast_engine::{Command, CommandKind, Engine, ExpireUpTo, RequestId};
 use holdfast_raft_store::{LogBatch, RaftDb};
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, Snapshot, SnapshotMetadata};
-use raft::{RawNode, StateRole};
+use raft::{RawNode, SnapshotStatus, StateRole};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -41,9 +41,6 @@ const READ_INDEX_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// How often (in ticks) a leader checks whether its shard should be led
 /// by its preferred node instead (leader balance).
 const BALANCE_EVERY_TICKS: u64 = 33;
-/// Log entries kept behind a snapshot, so a briefly lagging follower
-/// catches up from the log rather than by snapshot.
-const SNAPSHOT_LOG_MARGIN: u64 = 5_000;
 
 /// Why a driver stopped. Every variant stops the node: continuing could
 /// apply garbage or acknowledge what is not durable.
@@ -222,6 +219,22 @@ impl Driver {
             Inbound::TransferLeader { shard, to } => {
                 if let Some(s) = self.shards.get_mut(shard as usize) {
                     s.raw.transfer_leader(to);
+                }
+            }
+            Inbound::SnapshotStatus { shard, to, ok } => {
+                if let Some(s) = self.shards.get_mut(shard as usize) {
+                    debug!(shard, to, ok, "snapshot send ended");
+                    let status = if ok {
+                        SnapshotStatus::Finish
+                    } else {
+                        SnapshotStatus::Failure
+                    };
+                    s.raw.report_snapshot(to, status);
+                }
+            }
+            Inbound::Unreachable { shard, to } => {
+                if let Some(s) = self.shards.get_mut(shard as usize) {
+                    s.raw.report_unreachable(to);
                 }
             }
         }
@@ -559,7 +572,7 @@ impl Driver {
         // Staged with the applied index and the compaction it allows, so the
         // snapshot never gets ahead of the durable commit.
         shard.storage.stage_snapshot(batch, metadata, &data)?;
-        let compact_to = applied.saturating_sub(SNAPSHOT_LOG_MARGIN);
+        let compact_to = applied.saturating_sub(self.config.snapshot_log_margin_entries);
         if compact_to > raft::Storage::first_index(&shard.storage)? {
             shard.storage.compact(batch, compact_to)?;
         }

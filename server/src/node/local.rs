@@ -1,11 +1,15 @@
 //! An in-process network for multi-node tests (raft-rs's test harness
 //! style): nodes of one process exchange Raft messages through a hub that
 //! can cut links, so failover and catch-up are ordinary tests.
+//!
+//! Snapshots travel whole (no chunking: nothing is serialised), and their
+//! fate is reported to the sender's driver like the gRPC transport does, so
+//! tests through this network exercise the driver's `report_snapshot` path.
 
 use super::messages::Inbound;
-use super::{NodeHandle, SubmitError, Transport};
+use super::{NodeHandle, SubmitError, Transport, TransportReporter};
 use parking_lot::RwLock;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -28,6 +32,7 @@ impl LocalNetwork {
         Box::new(LocalTransport {
             from: id,
             network: self.clone(),
+            reporter: None,
         })
     }
 
@@ -66,6 +71,7 @@ impl LocalNetwork {
 struct LocalTransport {
     from: u64,
     network: Arc<LocalNetwork>,
+    reporter: Option<TransportReporter>,
 }
 
 impl Transport for LocalTransport {
@@ -76,16 +82,26 @@ impl Transport for LocalTransport {
         let nodes = self.network.nodes.read();
         let cut = self.network.cut.read();
         for message in messages {
-            if cut.contains(&(self.from, message.to)) {
-                continue;
-            }
-            if let Some(handle) = nodes.get(&message.to) {
-                // A full inbox drops the message, as a real network would;
-                // Raft retransmits.
-                match handle.submit(Inbound::Raft { shard, message }) {
-                    Ok(()) | Err(SubmitError::Overloaded) | Err(SubmitError::Stopped) => {}
+            let to = message.to;
+            let snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+            let delivered = !cut.contains(&(self.from, to))
+                && nodes.get(&to).is_some_and(|handle| {
+                    // A full inbox drops the message, as a real network
+                    // would; Raft retransmits.
+                    match handle.submit(Inbound::Raft { shard, message }) {
+                        Ok(()) => true,
+                        Err(SubmitError::Overloaded) | Err(SubmitError::Stopped) => false,
+                    }
+                });
+            if snapshot {
+                if let Some(reporter) = &self.reporter {
+                    reporter.snapshot_status(shard, to, delivered);
                 }
             }
         }
+    }
+
+    fn attach(&mut self, reporter: TransportReporter) {
+        self.reporter = Some(reporter);
     }
 }

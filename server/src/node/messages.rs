@@ -53,6 +53,29 @@ pub enum Inbound {
         /// The peer to lead it.
         to: u64,
     },
+    /// From the transport: how a snapshot this node sent ended. The driver
+    /// tells Raft (`report_snapshot`), so a leader's progress for `to`
+    /// leaves the Snapshot state now instead of staying paused until Raft
+    /// hears from the follower some other way.
+    SnapshotStatus {
+        /// The shard the snapshot was of.
+        shard: u32,
+        /// The peer it was for.
+        to: u64,
+        /// `true`: the peer received it whole and handed it to its driver;
+        /// `false`: it was lost (Raft sends another when still needed).
+        ok: bool,
+    },
+    /// From the transport: messages of `shard` to `to` may have been lost
+    /// because the link to `to` failed. The driver tells Raft
+    /// (`report_unreachable`), so a leader stops streaming appends to `to`
+    /// optimistically and probes it instead.
+    Unreachable {
+        /// The shard.
+        shard: u32,
+        /// The unreachable peer.
+        to: u64,
+    },
 }
 
 /// Allocation of a reservation line, with names resolved.

@@ -21,7 +21,7 @@ use messages::Inbound;
 use parking_lot::RwLock;
 use raft::eraftpb::Message;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 /// Requests waiting in a driver's inbox at most; beyond it callers get a
@@ -33,6 +33,53 @@ pub const INBOX_CAPACITY: usize = 65_536;
 pub trait Transport: Send + 'static {
     /// Queues `messages` of `shard` for their recipients (`Message::to`).
     fn send(&self, shard: u32, messages: Vec<Message>);
+    /// Gives the transport the way back to its node's driver, for what only
+    /// the transport learns (a snapshot delivered or lost, a peer
+    /// unreachable). A transport exists before its node (the node needs it
+    /// to start), so [`Node::start`] calls this once, before the driver
+    /// runs; reports made before it are dropped.
+    fn attach(&mut self, reporter: TransportReporter);
+}
+
+/// How a transport reports to the driver, through the driver's inbox
+/// ([`Inbound::SnapshotStatus`], [`Inbound::Unreachable`]); never blocks.
+///
+/// It holds the inbox weakly: the transport is owned by the driver, so a
+/// strong sender would keep the driver's own inbox open and the driver
+/// could never see it close and stop. Once every [`NodeHandle`] is gone,
+/// reports are dropped.
+#[derive(Clone, Debug)]
+pub struct TransportReporter {
+    inbox: Weak<Sender<Inbound>>,
+}
+
+impl TransportReporter {
+    /// A reporter into the inbox `inbox` (held weakly).
+    pub(crate) fn new(inbox: &Arc<Sender<Inbound>>) -> Self {
+        TransportReporter {
+            inbox: Arc::downgrade(inbox),
+        }
+    }
+
+    /// Reports how a snapshot of `shard` sent to `to` ended; `ok`: the peer
+    /// has it whole. `false` if the report could not be posted.
+    pub fn snapshot_status(&self, shard: u32, to: u64, ok: bool) -> bool {
+        self.post(Inbound::SnapshotStatus { shard, to, ok })
+    }
+
+    /// Reports that messages of `shard` to `to` may have been lost because
+    /// the link failed. `false` if the report could not be posted.
+    pub fn unreachable(&self, shard: u32, to: u64) -> bool {
+        self.post(Inbound::Unreachable { shard, to })
+    }
+
+    /// Posts without blocking: a full inbox drops the report (Raft then
+    /// recovers by its own timeouts, as it did before reports existed).
+    fn post(&self, message: Inbound) -> bool {
+        self.inbox
+            .upgrade()
+            .is_some_and(|inbox| inbox.try_send(message).is_ok())
+    }
 }
 
 /// What the driver publishes for other threads: leader per shard, the
@@ -92,7 +139,9 @@ pub enum SubmitError {
 /// The handle services use to reach a running node.
 #[derive(Clone)]
 pub struct NodeHandle {
-    inbox: Sender<Inbound>,
+    /// Shared by every clone, so that a [`TransportReporter`] can hold it
+    /// weakly: the inbox closes when the last handle is dropped.
+    inbox: Arc<Sender<Inbound>>,
     /// Leaders and boards.
     pub routing: Arc<Routing>,
     /// This node's id.
@@ -121,7 +170,10 @@ pub struct Node {
 impl Node {
     /// Opens the data directory (refusing another node's or cluster's),
     /// opens every shard and starts the driver thread.
-    pub fn start(config: NodeConfig, transport: Box<dyn Transport>) -> Result<Node, DriverError> {
+    pub fn start(
+        config: NodeConfig,
+        mut transport: Box<dyn Transport>,
+    ) -> Result<Node, DriverError> {
         let db = RaftDb::open(
             &config.data_dir,
             StorageMarker {
@@ -130,9 +182,11 @@ impl Node {
             },
         )?;
         let (tx, rx) = bounded(INBOX_CAPACITY);
+        let inbox = Arc::new(tx);
+        transport.attach(TransportReporter::new(&inbox));
         let routing = Arc::new(Routing::new(config.shards));
         let handle = NodeHandle {
-            inbox: tx,
+            inbox,
             routing: routing.clone(),
             id: config.id,
             shards: config.shards,
