@@ -28,6 +28,7 @@
 //! max_uncommitted_size = 33554432
 //! expire_tick_ms = 100
 //! snapshot_every_entries = 50000
+//! snapshot_log_margin_entries = 5000
 //!
 //! [ledger]
 //! dedup_window_ms = 3600000
@@ -84,6 +85,8 @@ pub struct RaftSection {
     pub expire_tick_ms: Option<u64>,
     /// Applied entries between snapshots.
     pub snapshot_every_entries: Option<u64>,
+    /// Log entries kept behind a snapshot when compacting.
+    pub snapshot_log_margin_entries: Option<u64>,
 }
 
 /// `[ledger]`: the engine's settings.
@@ -145,6 +148,10 @@ impl FileConfig {
         );
         set(&mut config.expire_tick_ms, r.expire_tick_ms);
         set(&mut config.snapshot_every_entries, r.snapshot_every_entries);
+        set(
+            &mut config.snapshot_log_margin_entries,
+            r.snapshot_log_margin_entries,
+        );
         let l = &self.ledger;
         set(&mut config.engine.dedup.window_ms, l.dedup_window_ms);
         set_usize(&mut config.engine.dedup.entries_max, l.dedup_entries_max);
