@@ -36,10 +36,71 @@
 //! scarce_units = 100
 //! ```
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, SHARDS_DEFAULT};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+/// Listen address when neither flag, variable nor file sets one.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7400";
+/// Data directory when neither flag, variable nor file sets one.
+pub const DATA_DIR_DEFAULT: &str = "./holdfast-data";
+/// Node id and cluster id when nothing sets them.
+pub const ID_DEFAULT: u64 = 1;
+
+/// What the command line (flags, or the `HOLDFAST_*` variables clap reads
+/// for them) set; `None`: not given there.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--id`.
+    pub id: Option<u64>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--peers`, already parsed.
+    pub peers: Option<BTreeMap<u64, String>>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--shards`.
+    pub shards: Option<u32>,
+    /// `--cluster-id`.
+    pub cluster_id: Option<u64>,
+}
+
+/// The node's configuration and listen address: `overrides` over `file`
+/// over the defaults, then validated.
+pub fn resolve(
+    overrides: &Overrides,
+    file: &FileConfig,
+) -> Result<(NodeConfig, SocketAddr), String> {
+    let listen = match (overrides.listen, &file.listen) {
+        (Some(l), _) => l,
+        (None, Some(l)) => l
+            .parse()
+            .map_err(|_| format!("config file: listen {l:?} is not host:port"))?,
+        (None, None) => LISTEN_DEFAULT.parse().expect("valid default"),
+    };
+    let id = overrides.id.or(file.id).unwrap_or(ID_DEFAULT);
+    let data_dir = overrides
+        .data_dir
+        .clone()
+        .or(file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
+    let mut config = NodeConfig::single(id, listen.to_string(), data_dir);
+    file.apply_tuning(&mut config);
+    if let Some(peers) = &overrides.peers {
+        config.peers = peers.clone();
+    } else if let Some(peers) = file.peer_map()? {
+        config.peers = peers;
+    }
+    config.shards = overrides.shards.or(file.shards).unwrap_or(SHARDS_DEFAULT);
+    config.cluster_id = overrides
+        .cluster_id
+        .or(file.cluster_id)
+        .unwrap_or(ID_DEFAULT);
+    config.validate()?;
+    Ok((config, listen))
+}
 
 /// The file's contents: every setting optional.
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -237,6 +298,47 @@ mod tests {
         let file = FileConfig::parse("[peers]\none = \"127.0.0.1:1\"\n").expect("parses");
         let e = file.peer_map().expect_err("not an id");
         assert!(e.contains("one"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_the_defaults() {
+        let file = FileConfig::parse(
+            "id = 2\nlisten = \"127.0.0.1:7402\"\nshards = 4\n[peers]\n1 = \"a:1\"\n2 = \"b:2\"\n3 = \"c:3\"\n",
+        )
+        .expect("valid");
+        let (config, listen) = resolve(&Overrides::default(), &file).expect("valid");
+        assert_eq!((config.id, config.shards), (2, 4));
+        assert_eq!(listen.to_string(), "127.0.0.1:7402");
+        assert_eq!(config.peers.len(), 3);
+        assert_eq!(config.cluster_id, ID_DEFAULT);
+        assert_eq!(config.data_dir, PathBuf::from(DATA_DIR_DEFAULT));
+        let flags = Overrides {
+            id: Some(3),
+            listen: Some("127.0.0.1:9999".parse().expect("addr")),
+            shards: Some(16),
+            cluster_id: Some(5),
+            ..Overrides::default()
+        };
+        let (config, listen) = resolve(&flags, &file).expect("valid");
+        assert_eq!((config.id, config.shards, config.cluster_id), (3, 16, 5));
+        assert_eq!(listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(config.peers[&3], "c:3", "peers still from the file");
+    }
+
+    #[test]
+    fn nothing_given_is_a_one_node_cluster_on_defaults() {
+        let (config, listen) = resolve(&Overrides::default(), &FileConfig::default()).expect("ok");
+        assert_eq!(listen.to_string(), LISTEN_DEFAULT);
+        assert_eq!(config.peers.len(), 1);
+        assert_eq!(config.peers[&ID_DEFAULT], LISTEN_DEFAULT);
+    }
+
+    #[test]
+    fn a_file_whose_members_miss_this_node_is_refused() {
+        let file = FileConfig::parse("id = 4\n[peers]\n1 = \"a:1\"\n2 = \"b:2\"\n3 = \"c:3\"\n")
+            .expect("parses");
+        let e = resolve(&Overrides::default(), &file).expect_err("4 is not a member");
+        assert!(e.contains('4'), "{e}");
     }
 
     #[test]

@@ -12,8 +12,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use holdfast_server::admin::AdminService;
-use holdfast_server::config::{NodeConfig, SHARDS_DEFAULT};
-use holdfast_server::config_file::FileConfig;
+use holdfast_server::config::NodeConfig;
+use holdfast_server::config_file::{resolve, FileConfig, Overrides};
 use holdfast_server::node::Node;
 use holdfast_server::pb::internal::admin_server::AdminServer;
 use holdfast_server::pb::inventory::inventory_server::InventoryServer;
@@ -63,11 +63,6 @@ struct Args {
     cluster_id: Option<u64>,
 }
 
-/// Listen address when neither flag, variable nor file sets one.
-const LISTEN_DEFAULT: &str = "127.0.0.1:7400";
-/// Data directory when neither flag, variable nor file sets one.
-const DATA_DIR_DEFAULT: &str = "./holdfast-data";
-
 fn parse_peers(spec: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut peers = BTreeMap::new();
     for part in spec.split(',').filter(|p| !p.is_empty()) {
@@ -92,30 +87,15 @@ fn config(args: &Args) -> Result<(NodeConfig, SocketAddr), String> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let listen = match (args.listen, &file.listen) {
-        (Some(l), _) => l,
-        (None, Some(l)) => l
-            .parse()
-            .map_err(|_| format!("config file: listen {l:?} is not host:port"))?,
-        (None, None) => LISTEN_DEFAULT.parse().expect("valid default"),
+    let overrides = Overrides {
+        id: args.id,
+        listen: args.listen,
+        peers: args.peers.as_deref().map(parse_peers).transpose()?,
+        data_dir: args.data_dir.clone(),
+        shards: args.shards,
+        cluster_id: args.cluster_id,
     };
-    let id = args.id.or(file.id).unwrap_or(1);
-    let data_dir = args
-        .data_dir
-        .clone()
-        .or(file.data_dir.clone())
-        .unwrap_or_else(|| PathBuf::from(DATA_DIR_DEFAULT));
-    let mut config = NodeConfig::single(id, listen.to_string(), data_dir);
-    file.apply_tuning(&mut config);
-    if let Some(spec) = &args.peers {
-        config.peers = parse_peers(spec)?;
-    } else if let Some(peers) = file.peer_map()? {
-        config.peers = peers;
-    }
-    config.shards = args.shards.or(file.shards).unwrap_or(SHARDS_DEFAULT);
-    config.cluster_id = args.cluster_id.or(file.cluster_id).unwrap_or(1);
-    config.validate()?;
-    Ok((config, listen))
+    resolve(&overrides, &file)
 }
 
 /// Resolves on SIGINT or SIGTERM.
