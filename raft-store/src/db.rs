@@ -172,6 +172,7 @@ impl RaftDb {
     /// one must carry the same cluster id, node id and version, or this
     /// fails naming both. Unreferenced snapshot files are swept.
     pub fn open(dir: impl AsRef<Path>, marker: StorageMarker) -> Result<RaftDb, StoreError> {
+        let started = Instant::now();
         let dir = dir.as_ref().to_path_buf();
         let db_dir = dir.join("raftdb");
         let snap_dir = dir.join("snapshots");
@@ -191,7 +192,8 @@ impl RaftDb {
         });
         check_or_write_marker(&core, marker)?;
         sweep_snapshot_dir(&core)?;
-        tracing::info!(dir = %dir.display(), cluster_id = marker.cluster_id, node_id = marker.node_id, "raft storage opened");
+        let open_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(dir = %dir.display(), cluster_id = marker.cluster_id, node_id = marker.node_id, open_ms, "raft storage opened");
         Ok(RaftDb {
             core,
             marker,

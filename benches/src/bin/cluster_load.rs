@@ -304,6 +304,31 @@ async fn setup(cluster: &Cluster, scenario: &str) -> Vec<u16> {
     leaders(cluster).await
 }
 
+/// Appends of this size, each followed by `fdatasync`, measure the disk's
+/// commit cost the way a group commit pays it.
+const FSYNC_PROBE_BYTES: usize = 4_096;
+/// Appends the fsync probe times.
+const FSYNC_PROBE_WRITES: usize = 400;
+
+/// Times `FSYNC_PROBE_WRITES` appends + `fdatasync` in `dir` (the cluster's
+/// own file system): the cost one group commit cannot avoid.
+fn fsync_probe(dir: &std::path::Path) -> Histogram<u64> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let block = vec![0x5au8; FSYNC_PROBE_BYTES];
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..FSYNC_PROBE_WRITES {
+        let t = Instant::now();
+        file.write_all(&block).expect("probe write");
+        file.sync_data().expect("probe fdatasync");
+        let _ = hist.record((t.elapsed().as_micros() as u64).max(1));
+    }
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    hist
+}
+
 /// One single-line reserve of 1 unit at `dc-1`.
 fn reserve_request(request_id: String, caller: usize, sku: String) -> pb::ReserveRequest {
     pb::ReserveRequest {
@@ -508,11 +533,21 @@ fn main() {
         if let Some(f) = &floor {
             floor_ready(f).await;
         }
+        let probe_dir = cluster
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |c| c.dir.path().to_path_buf());
+        let fsync = fsync_probe(&probe_dir);
+        let fsync_p50_ms = fsync.value_at_quantile(0.5) as f64 / 1e3;
+        println!(
+            "fsync probe: {FSYNC_PROBE_WRITES} appends of {FSYNC_PROBE_BYTES} B + fdatasync in the cluster's directory: p50 {fsync_p50_ms:.2} ms, p99 {:.2} ms",
+            fsync.value_at_quantile(0.99) as f64 / 1e3
+        );
         println!(
             "cluster-load: {} node(s), {} shards, fsync on, scenario {}, {} s per level, single-line reserves to the shard leader, one HTTP/2 connection per target",
             args.nodes, SHARDS, args.scenario, args.seconds
         );
         let both = with_floor && with_cluster;
+        let mut commit_vs_floor = None;
         if both {
             println!("| system | callers | reserves/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | ÷ floor |");
             println!("|---|---|---|---|---|---|---|---|---|");
@@ -537,10 +572,21 @@ fn main() {
                 let ratio = floor_result.as_ref().map(|f| r.throughput() / f.throughput());
                 let name = format!("holdfast-{}n", args.nodes);
                 print_row(&name, callers, &r, ratio);
+                if let (1, Some(f)) = (callers, &floor_result) {
+                    let rtt_ms = f.latency_us.value_at_quantile(0.5) as f64 / 1e3;
+                    let commit_ms = r.latency_us.value_at_quantile(0.5) as f64 / 1e3;
+                    commit_vs_floor = Some(format!(
+                        "commit latency at 1 caller: p50 {commit_ms:.2} ms = {:.2} × (fsync p50 {fsync_p50_ms:.2} ms + gRPC round trip p50 {rtt_ms:.2} ms)",
+                        commit_ms / (fsync_p50_ms + rtt_ms)
+                    ));
+                }
                 if args.driver_work {
                     print_driver_work(&before, &after, r.elapsed.as_secs_f64());
                 }
             }
+        }
+        if let Some(line) = commit_vs_floor {
+            println!("{line}");
         }
     });
     drop(cluster);
