@@ -130,6 +130,14 @@ impl Driver {
             shards.push(open_shard(&config, &db, id, &mut events)?);
             routing.publish_board(id, shards[id as usize].engine.board());
         }
+        if config.peers.len() == 1 {
+            // The only voter needs no election timeout to learn that it
+            // wins: campaigning at once makes a one-node restart serve as
+            // soon as its shards are open.
+            for s in &mut shards {
+                s.raw.campaign()?;
+            }
+        }
         Ok(Driver {
             config,
             db,
@@ -523,7 +531,7 @@ impl Driver {
             match entry.get_entry_type() {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
                     let outcomes = shard
-                        .apply_payload(entry.index, &entry.data, &mut self.events)
+                        .apply_payload(entry.index, Some(entry.term), &entry.data, &mut self.events)
                         .map_err(|error| DriverError::Corrupt {
                             shard: shard.id,
                             index: entry.index,
@@ -743,7 +751,7 @@ fn replay(
         for entry in entries {
             if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
                 shard
-                    .apply_payload(entry.index, &entry.data, events)
+                    .apply_payload(entry.index, None, &entry.data, events)
                     .map_err(|error| DriverError::Corrupt {
                         shard: shard.id,
                         index: entry.index,

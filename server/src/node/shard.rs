@@ -73,11 +73,16 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Applies one committed normal entry's payload at `index`; returns the
-    /// outcomes (one per command). A payload that does not decode is fatal.
+    /// Applies one committed normal entry's payload at `index`. When a
+    /// caller on this node waits for the entry (it was proposed here in
+    /// `term`), returns the outcomes with what the replies need, one per
+    /// command; otherwise (followers, replay at restart, `term` `None`)
+    /// returns nothing and skips reading reply details. A payload that does
+    /// not decode is fatal.
     pub fn apply_payload(
         &mut self,
         index: u64,
+        term: Option<u64>,
         data: &[u8],
         events: &mut Vec<holdfast_engine::Event>,
     ) -> Result<Vec<(Outcome, AppliedDetail)>, log_codec::LogDecodeError> {
@@ -86,12 +91,15 @@ impl Shard {
             index,
             now_ms: batch.stamp_ms,
         };
-        let mut out = Vec::with_capacity(batch.commands.len());
+        let answering = term.is_some_and(|t| self.pending.get(&index).is_some_and(|e| e.term == t));
+        let mut out = Vec::with_capacity(if answering { batch.commands.len() } else { 0 });
         for cmd in &batch.commands {
             events.clear();
             let outcome = self.engine.apply(stamp, cmd, events);
-            let detail = self.detail(index, &outcome);
-            out.push((outcome, detail));
+            if answering {
+                let detail = self.detail(index, &outcome);
+                out.push((outcome, detail));
+            }
         }
         Ok(out)
     }
