@@ -23,8 +23,10 @@ pub const LINE_BYTES_MAX: usize = 256 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum JsonlError {
     /// A line is not a valid value of the expected type.
-    #[error("line {line}: {why}")]
+    #[error("{}line {line}: {why}", file_prefix(file))]
     Corrupt {
+        /// The file, if read from one (empty otherwise).
+        file: String,
         /// 1-based line number.
         line: usize,
         /// What is wrong with it.
@@ -40,12 +42,24 @@ pub enum JsonlError {
     },
 }
 
+fn file_prefix(file: &str) -> String {
+    if file.is_empty() {
+        String::new()
+    } else {
+        format!("{file}: ")
+    }
+}
+
 /// Reads every line of `reader` as a `T`, failing at the first bad line.
 pub fn read_jsonl<T: DeserializeOwned, R: BufRead>(reader: R) -> Result<Vec<T>, JsonlError> {
     let mut items = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line_no = i + 1;
-        let corrupt = |why: String| JsonlError::Corrupt { line: line_no, why };
+        let corrupt = |why: String| JsonlError::Corrupt {
+            file: String::new(),
+            line: line_no,
+            why,
+        };
         let text = line.map_err(|e| corrupt(format!("unreadable: {e}")))?;
         if text.len() > LINE_BYTES_MAX {
             return Err(corrupt(format!(
@@ -115,9 +129,10 @@ fn open(path: &Path) -> Result<BufReader<File>, JsonlError> {
 
 fn in_file(path: &Path, e: JsonlError) -> JsonlError {
     match e {
-        JsonlError::Corrupt { line, why } => JsonlError::Corrupt {
+        JsonlError::Corrupt { line, why, .. } => JsonlError::Corrupt {
+            file: path.display().to_string(),
             line,
-            why: format!("{}: {why}", path.display()),
+            why,
         },
         other => other,
     }

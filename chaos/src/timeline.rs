@@ -233,37 +233,126 @@ struct Pending {
     op: Op,
 }
 
+/// A completion entry as `(process, time, how the attempt ended)`; `None`
+/// for invokes and faults.
+fn completion(entry: &Entry) -> Option<(u64, u64, AttemptEnd)> {
+    Some(match entry {
+        Entry::Ok {
+            process,
+            time_us,
+            result,
+        } => {
+            let end = AttemptEnd::Ok {
+                at_us: *time_us,
+                result: result.clone(),
+            };
+            (*process, *time_us, end)
+        }
+        Entry::Refused {
+            process,
+            time_us,
+            code,
+            reason,
+            metadata,
+        } => {
+            let end = AttemptEnd::Refused {
+                at_us: *time_us,
+                code: code.clone(),
+                reason: reason.clone(),
+                metadata: metadata.clone(),
+                class: classify(code, metadata),
+            };
+            (*process, *time_us, end)
+        }
+        Entry::Unknown {
+            process, time_us, ..
+        } => {
+            let end = AttemptEnd::Unknown {
+                at_us: Some(*time_us),
+            };
+            (*process, *time_us, end)
+        }
+        Entry::Invoke { .. } | Entry::Fault { .. } => return None,
+    })
+}
+
+/// Pairs invokes with completions by process.
+#[derive(Default)]
+struct Pairing {
+    outstanding: BTreeMap<u64, Pending>,
+    attempts: Vec<(Op, Attempt)>,
+}
+
+impl Pairing {
+    fn invoke(&mut self, line: usize, process: u64, time_us: u64, op: &Op) -> Result<(), String> {
+        if let Some(p) = self.outstanding.get(&process) {
+            return Err(format!(
+                "process {process} invokes while its attempt from line {} is outstanding",
+                p.line
+            ));
+        }
+        let pending = Pending {
+            line,
+            invoke_us: time_us,
+            op: op.clone(),
+        };
+        self.outstanding.insert(process, pending);
+        Ok(())
+    }
+
+    fn complete(&mut self, process: u64, time_us: u64, end: AttemptEnd) -> Result<(), String> {
+        let Some(pending) = self.outstanding.remove(&process) else {
+            return Err(format!(
+                "completion for process {process}, which has no outstanding invoke"
+            ));
+        };
+        if time_us < pending.invoke_us {
+            return Err(format!(
+                "completes at {time_us} us, before its invoke at {} us (line {})",
+                pending.invoke_us, pending.line
+            ));
+        }
+        if let AttemptEnd::Ok { result, .. } = &end {
+            if !pending.op.accepts(result) {
+                return Err(format!(
+                    "a {} answered with a result of another kind (invoke on line {})",
+                    pending.op.name(),
+                    pending.line
+                ));
+            }
+        }
+        let attempt = attempt(&pending, process, end);
+        self.attempts.push((pending.op, attempt));
+        Ok(())
+    }
+
+    /// Every attempt, those still outstanding as unknown.
+    fn finish(mut self) -> Vec<(Op, Attempt)> {
+        for (process, pending) in std::mem::take(&mut self.outstanding) {
+            let attempt = attempt(&pending, process, AttemptEnd::Unknown { at_us: None });
+            self.attempts.push((pending.op, attempt));
+        }
+        self.attempts
+    }
+}
+
 /// Pairs invokes with completions and merges attempts by request id.
 pub fn build(entries: &[Entry]) -> Result<Timeline, TimelineError> {
-    let mut outstanding: BTreeMap<u64, Pending> = BTreeMap::new();
-    let mut attempts: Vec<(Op, Attempt)> = Vec::new();
+    let mut pairing = Pairing::default();
     let mut faults = Vec::new();
     let mut invocations = 0;
     let mut end_us = 0;
     for (i, entry) in entries.iter().enumerate() {
         let line = i + 1;
         end_us = end_us.max(entry.time_us());
-        let err = |why: String| TimelineError { line, why };
-        let (process, time_us, end) = match entry {
+        let paired = match entry {
             Entry::Invoke {
                 process,
                 time_us,
                 op,
             } => {
                 invocations += 1;
-                if let Some(p) = outstanding.get(process) {
-                    return Err(err(format!(
-                        "process {process} invokes while its attempt from line {} is outstanding",
-                        p.line
-                    )));
-                }
-                let pending = Pending {
-                    line,
-                    invoke_us: *time_us,
-                    op: op.clone(),
-                };
-                outstanding.insert(*process, pending);
-                continue;
+                pairing.invoke(line, *process, *time_us, op)
             }
             Entry::Fault {
                 time_us,
@@ -277,75 +366,16 @@ pub fn build(entries: &[Entry]) -> Result<Timeline, TimelineError> {
                     target: target.clone(),
                     phase: *phase,
                 });
-                continue;
+                Ok(())
             }
-            Entry::Ok {
-                process,
-                time_us,
-                result,
-            } => (
-                process,
-                time_us,
-                AttemptEnd::Ok {
-                    at_us: *time_us,
-                    result: result.clone(),
-                },
-            ),
-            Entry::Refused {
-                process,
-                time_us,
-                code,
-                reason,
-                metadata,
-            } => (
-                process,
-                time_us,
-                AttemptEnd::Refused {
-                    at_us: *time_us,
-                    code: code.clone(),
-                    reason: reason.clone(),
-                    metadata: metadata.clone(),
-                    class: classify(code, metadata),
-                },
-            ),
-            Entry::Unknown {
-                process, time_us, ..
-            } => (
-                process,
-                time_us,
-                AttemptEnd::Unknown {
-                    at_us: Some(*time_us),
-                },
-            ),
+            _ => match completion(entry) {
+                Some((process, time_us, end)) => pairing.complete(process, time_us, end),
+                None => Ok(()),
+            },
         };
-        let Some(pending) = outstanding.remove(process) else {
-            return Err(err(format!(
-                "completion for process {process}, which has no outstanding invoke"
-            )));
-        };
-        if *time_us < pending.invoke_us {
-            return Err(err(format!(
-                "completes at {time_us} us, before its invoke at {} us (line {})",
-                pending.invoke_us, pending.line
-            )));
-        }
-        if let AttemptEnd::Ok { result, .. } = &end {
-            if !pending.op.accepts(result) {
-                return Err(err(format!(
-                    "a {} answered with a result of another kind (invoke on line {})",
-                    pending.op.name(),
-                    pending.line
-                )));
-            }
-        }
-        let attempt = attempt(&pending, *process, end);
-        attempts.push((pending.op, attempt));
+        paired.map_err(|why| TimelineError { line, why })?;
     }
-    for (process, pending) in outstanding {
-        let attempt = attempt(&pending, process, AttemptEnd::Unknown { at_us: None });
-        attempts.push((pending.op, attempt));
-    }
-    let ops = merge(attempts)?;
+    let ops = merge(pairing.finish())?;
     faults.sort_by_key(|f| f.time_us);
     Ok(Timeline {
         ops,

@@ -17,18 +17,15 @@
 //!    cluster was empty.
 
 use super::{Class, PerItem, Violation};
-use crate::facts::{Facts, RowKey};
-use crate::final_state::LineTotals;
-use std::collections::BTreeSet;
+use crate::facts::{Facts, ReplicaView, RowKey, StockBounds};
+use std::collections::{BTreeMap, BTreeSet};
 
 fn row_name(row: &RowKey) -> String {
     format!("row {}/{}", row.0, row.1)
 }
 
-/// Runs the rules.
-pub fn check(facts: &Facts<'_>) -> Vec<Violation> {
-    let bounds = facts.stock_bounds();
-    let mut found = PerItem::new(Class::Oversell);
+/// Rule 1: what acknowledged confirms sold against what was ever added.
+fn acknowledged(facts: &Facts<'_>, bounds: &BTreeMap<RowKey, StockBounds>, found: &mut PerItem) {
     for (row, sold) in facts.acked_sold() {
         let added_max = bounds.get(&row).map_or(0, |b| b.upper());
         let (allowance, _) = facts.policy(&row);
@@ -42,49 +39,55 @@ pub fn check(facts: &Facts<'_>) -> Vec<Violation> {
             );
         }
     }
-    for replica in &facts.replicas {
-        let node = replica.node();
-        let rows: BTreeSet<&RowKey> = replica.rows.keys().chain(replica.totals.keys()).collect();
-        for row in rows {
-            let (on_hand, held, allowance) = replica
-                .rows
-                .get(row)
-                .map_or((0, 0, 0), |r| (r.on_hand, r.held, r.backorder_allowance));
-            let totals = replica
-                .totals
-                .get(row)
-                .copied()
-                .unwrap_or(LineTotals::default());
-            let name = row_name(row);
-            if held != totals.pending {
-                found.add(
-                    name.clone(),
-                    format!(
-                        "{node} has held={held} but its pending reservations hold {} (conservation)",
-                        totals.pending
-                    ),
-                );
-            }
-            if held < 0 || held > on_hand + allowance {
-                found.add(
-                    name.clone(),
-                    format!(
-                        "{node} has held={held} with on_hand={on_hand} and allowance={allowance}"
-                    ),
-                );
-            }
-            let added_max = bounds.get(row).map_or(0, |b| b.upper());
-            if totals.sold + held > added_max + allowance {
-                found.add(
-                    name,
-                    format!(
-                        "{node} sold {} and holds {held} units, more than the at most \
-                         {added_max} units adjustments added plus allowance {allowance}",
-                        totals.sold
-                    ),
-                );
-            }
+}
+
+/// Rules 2 and 3 on one replica.
+fn replica(replica: &ReplicaView<'_>, bounds: &BTreeMap<RowKey, StockBounds>, found: &mut PerItem) {
+    let node = replica.node();
+    let rows: BTreeSet<&RowKey> = replica.rows.keys().chain(replica.totals.keys()).collect();
+    for row in rows {
+        let (on_hand, held, allowance) = replica
+            .rows
+            .get(row)
+            .map_or((0, 0, 0), |r| (r.on_hand, r.held, r.backorder_allowance));
+        let totals = replica.totals.get(row).copied().unwrap_or_default();
+        let name = row_name(row);
+        if held != totals.pending {
+            found.add(
+                name.clone(),
+                format!(
+                    "{node} has held={held} but its pending reservations hold {} (conservation)",
+                    totals.pending
+                ),
+            );
         }
+        if held < 0 || held > on_hand + allowance {
+            found.add(
+                name.clone(),
+                format!("{node} has held={held} with on_hand={on_hand} and allowance={allowance}"),
+            );
+        }
+        let added_max = bounds.get(row).map_or(0, |b| b.upper());
+        if totals.sold + held > added_max + allowance {
+            found.add(
+                name,
+                format!(
+                    "{node} sold {} and holds {held} units, more than the at most \
+                     {added_max} units adjustments added plus allowance {allowance}",
+                    totals.sold
+                ),
+            );
+        }
+    }
+}
+
+/// Runs the rules.
+pub fn check(facts: &Facts<'_>) -> Vec<Violation> {
+    let bounds = facts.stock_bounds();
+    let mut found = PerItem::new(Class::Oversell);
+    acknowledged(facts, &bounds, &mut found);
+    for r in &facts.replicas {
+        replica(r, &bounds, &mut found);
     }
     found.into_violations().collect()
 }

@@ -10,48 +10,24 @@
 //! to its first definite answer; one with unknown outcome is open (may take
 //! effect any time after its first invoke, or never). Besides client
 //! operations, a row history gets:
-//! - an open *expiry* per reservation that may have expired (the final
-//!   state says `Expired`, or no replica has it, or its reserve's outcome
-//!   is unknown), spanning from the reserve's invoke;
+//! - an *expiry* per reservation that may have expired, open from the
+//!   reserve's invoke;
 //! - a *final read* of the figures every replica agrees on, after the last
 //!   time stamp of the history.
 //!
-//! The final state also pins down many open operations, which keeps the
-//! search small (each open operation stays a candidate until the end). An
-//! open operation is dropped when it certainly never took effect, and made
-//! *certain* (it must take effect before the final read) when it certainly
-//! did ([`Presence`]):
-//! - adjustments of unknown outcome of a row: by which subsets of their
-//!   deltas add up to the net units the replicas show (`on_hand + sold`
-//!   minus acknowledged deltas), see [`super::pin`];
-//! - a request id absent from every replica's applied request ids (when
-//!   all replicas list them) never took effect;
-//! - a reserve of unknown outcome whose owner id is unique in the history
-//!   took effect iff the replicas agree a reservation with that owner (and
-//!   its lines) exists; its expiry iff that reservation is `Expired`;
-//! - other reserves of unknown outcome with lines `S`: if the replicas agree
-//!   that no reservation nobody was told about has lines `S`, none took
-//!   effect; if there are as many such reservations as such reserves, all
-//!   did; likewise their expiries, counting the expired ones;
-//! - a confirm (release) of unknown outcome never took effect if the
-//!   replicas agree the reservation ended otherwise; it certainly did if it
-//!   is `Confirmed` (`Released`) and no other confirm (release) of it was
-//!   acknowledged or is open;
-//! - an acknowledged reservation's expiry certainly happened if the
-//!   replicas agree it is `Expired`, and never if they agree on another
-//!   state.
+//! The final state also pins down many open operations ([`super::pin`]):
+//! those that certainly never took effect are left out, those that
+//! certainly did must take effect before the final read.
 
-use super::pin::{adjustments_by_sum, Presence};
-use super::row_model::{AdjustRefusal, ExpiryKey, RowModel, RowOp};
+use super::pin::{Pins, Presence};
+use super::row_model::{AdjustRefusal, RowModel, RowOp};
 use super::search::Operation;
 use crate::facts::{
     allocations_per_row, lines_per_row, signature_of_request, sold_per_row, Agreed, Facts, RowKey,
-    Signature,
 };
-use crate::final_state::ReservationStatus;
-use crate::history::{Op, OpResult};
-use crate::timeline::{LogicalOp, Outcome};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::history::{Op, OpResult, ReserveLine};
+use crate::timeline::Outcome;
+use std::collections::BTreeMap;
 
 /// Where a row operation came from, for reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,121 +123,22 @@ impl RowHistory {
 /// judge.
 struct Projector<'a, 'f> {
     facts: &'a Facts<'f>,
+    pins: Pins<'a>,
     rows: BTreeMap<RowKey, RowHistory>,
     /// (row, reserve index) → reservation index in that row's model.
     reservations: BTreeMap<(RowKey, usize), usize>,
     notes: Vec<String>,
-    /// Every request id the replicas applied, if they said.
-    applied: Option<BTreeSet<&'f str>>,
-    /// Unexplained reservations per signature: (count, expired).
-    unexplained: Agreed<BTreeMap<Signature, (usize, usize)>>,
-    /// Reserves of unknown outcome per signature.
-    unknown_reserves: BTreeMap<Signature, usize>,
-    /// (reservation id, op name) → confirms or releases acknowledged or
-    /// open.
-    resolutions: BTreeMap<(&'f str, &'static str), usize>,
-    /// Reserves per owner id (an owner matches exactly only if unique).
-    owners: BTreeMap<&'f str, usize>,
-    /// Reservations some extend names (their expiry time may have moved).
-    extended: BTreeSet<&'f str>,
-    /// Adjustments of unknown outcome pinned by the final stock, by index.
-    adjustments: BTreeMap<usize, Presence>,
-}
-
-/// Pins adjustments of unknown outcome per row by the net units the
-/// replicas agree were added ([`adjustments_by_sum`]).
-fn pin_adjustments(facts: &Facts<'_>) -> BTreeMap<usize, Presence> {
-    let mut acked: BTreeMap<RowKey, i64> = BTreeMap::new();
-    let mut unknown: BTreeMap<RowKey, Vec<(usize, i64)>> = BTreeMap::new();
-    for (k, op) in facts.timeline.ops.iter().enumerate() {
-        let Op::AdjustStock {
-            sku,
-            location,
-            delta,
-            ..
-        } = &op.op
-        else {
-            continue;
-        };
-        let row = (sku.clone(), location.clone());
-        match op.outcome {
-            Outcome::Ok { .. } => *acked.entry(row).or_default() += delta,
-            Outcome::Unknown => unknown.entry(row).or_default().push((k, *delta)),
-            _ => {}
-        }
-    }
-    let mut pinned = BTreeMap::new();
-    for (row, ops) in unknown {
-        let Agreed::Same(added) = facts.agreed_units_added(&row) else {
-            continue;
-        };
-        let deltas: Vec<i64> = ops.iter().map(|&(_, d)| d).collect();
-        let target = added - acked.get(&row).copied().unwrap_or(0);
-        if let Some(presence) = adjustments_by_sum(&deltas, target) {
-            pinned.extend(ops.iter().map(|&(k, _)| k).zip(presence));
-        }
-    }
-    pinned
 }
 
 impl<'a, 'f> Projector<'a, 'f> {
     fn new(facts: &'a Facts<'f>) -> Self {
-        let mut resolutions: BTreeMap<(&'f str, &'static str), usize> = BTreeMap::new();
-        let mut owners: BTreeMap<&'f str, usize> = BTreeMap::new();
-        let mut extended: BTreeSet<&'f str> = BTreeSet::new();
-        for op in &facts.timeline.ops {
-            if let Op::Reserve { owner: Some(o), .. } = &op.op {
-                *owners.entry(o).or_default() += 1;
-            }
-            if let Op::Extend { reservation_id, .. } = &op.op {
-                extended.insert(reservation_id.as_str());
-            }
-            let counts = matches!(op.outcome, Outcome::Ok { .. } | Outcome::Unknown);
-            if let (Op::Confirm { reservation_id, .. } | Op::Release { reservation_id, .. }, true) =
-                (&op.op, counts)
-            {
-                *resolutions
-                    .entry((reservation_id, op.op.name()))
-                    .or_default() += 1;
-            }
-        }
         Projector {
             facts,
+            pins: Pins::new(facts),
             rows: BTreeMap::new(),
             reservations: BTreeMap::new(),
             notes: Vec::new(),
-            applied: facts.applied_request_ids(),
-            unexplained: facts.agreed_unexplained(),
-            unknown_reserves: facts.unknown_reserves(),
-            resolutions,
-            owners,
-            extended,
-            adjustments: pin_adjustments(facts),
         }
-    }
-
-    /// The expiry order key of the reservation made by reserve `k`: known
-    /// if the reserve answered `expires_at_ms` and no extend names the
-    /// reservation.
-    fn expiry_key(&self, k: usize) -> Option<ExpiryKey> {
-        let Some(OpResult::Reserved {
-            reservation_id,
-            expires_at_ms: Some(expires_at_ms),
-            ..
-        }) = self.facts.op(k).ok_result()
-        else {
-            return None;
-        };
-        if self.extended.contains(reservation_id.as_str()) {
-            return None;
-        }
-        let engine_id = reservation_id
-            .split_once('-')
-            .and_then(|(_, id)| id.parse().ok());
-        Some(ExpiryKey {
-            expires_at_ms: *expires_at_ms,
-            engine_id,
-        })
     }
 
     /// The window of an operation of unknown outcome (or an expiry) that
@@ -271,78 +148,6 @@ impl<'a, 'f> Projector<'a, 'f> {
             Presence::Never => None,
             Presence::Maybe => Some((call, None)),
             Presence::Certain => Some((call, Some(self.facts.timeline.end_us + 1))),
-        }
-    }
-
-    /// `Never` if the replicas list their applied request ids and none
-    /// has this operation's.
-    fn by_request_id(&self, op: &LogicalOp) -> Presence {
-        match (&self.applied, op.op.request_id()) {
-            (Some(ids), Some(id)) if !ids.contains(id) => Presence::Never,
-            _ => Presence::Maybe,
-        }
-    }
-
-    /// Presence of an unknown reserve's hold, and of its expiry.
-    fn unknown_reserve(&self, op: &LogicalOp, sig: &Signature) -> (Presence, Presence) {
-        if self.by_request_id(op) == Presence::Never {
-            return (Presence::Never, Presence::Never);
-        }
-        let owner = match &op.op {
-            Op::Reserve { owner: Some(o), .. } if self.owners.get(o.as_str()) == Some(&1) => {
-                Some(o)
-            }
-            _ => None,
-        };
-        if let Some(owner) = owner {
-            match self.facts.agreed_owned(owner, sig) {
-                Agreed::Same(None) => return (Presence::Never, Presence::Never),
-                Agreed::Same(Some(ReservationStatus::Expired)) => {
-                    return (Presence::Certain, Presence::Certain)
-                }
-                Agreed::Same(Some(_)) => return (Presence::Certain, Presence::Never),
-                Agreed::Differ | Agreed::NoReplicas => {}
-            }
-        }
-        let Agreed::Same(unexplained) = &self.unexplained else {
-            return (Presence::Maybe, Presence::Maybe);
-        };
-        let (found, expired) = unexplained.get(sig).copied().unwrap_or((0, 0));
-        let unknown = self.unknown_reserves.get(sig).copied().unwrap_or(0);
-        let presence = |n: usize| match n {
-            0 => Presence::Never,
-            n if n == unknown && found == unknown => Presence::Certain,
-            _ => Presence::Maybe,
-        };
-        (presence(found), presence(expired))
-    }
-
-    /// Presence of an acknowledged reservation's expiry.
-    fn expiry(&self, id: &str) -> Presence {
-        match self.facts.agreed_status(id) {
-            Agreed::Same(Some(ReservationStatus::Expired)) => Presence::Certain,
-            Agreed::Same(Some(_)) => Presence::Never,
-            Agreed::Same(None) | Agreed::NoReplicas => Presence::Maybe,
-            Agreed::Differ if self.facts.may_have_expired(id) => Presence::Maybe,
-            Agreed::Differ => Presence::Never,
-        }
-    }
-
-    /// Presence of a confirm or release of unknown outcome.
-    fn unknown_resolution(&self, op: &LogicalOp, id: &str) -> Presence {
-        let want = match op.op {
-            Op::Confirm { .. } => ReservationStatus::Confirmed,
-            Op::Release { .. } => ReservationStatus::Released,
-            _ => return Presence::Maybe,
-        };
-        if self.by_request_id(op) == Presence::Never {
-            return Presence::Never;
-        }
-        let alone = self.resolutions.get(&(id, op.op.name())) == Some(&1);
-        match self.facts.agreed_status(id) {
-            Agreed::Same(Some(state)) if state != want => Presence::Never,
-            Agreed::Same(Some(_)) if alone => Presence::Certain,
-            _ => Presence::Maybe,
         }
     }
 
@@ -358,7 +163,7 @@ impl<'a, 'f> Projector<'a, 'f> {
         if let Some(&res) = self.reservations.get(&(row.clone(), k)) {
             return res;
         }
-        let key = self.expiry_key(k);
+        let key = self.pins.expiry_key(k);
         let model = &mut self.row(row).model;
         model.holds.push(units);
         model.expiry_keys.push(key);
@@ -372,81 +177,91 @@ impl<'a, 'f> Projector<'a, 'f> {
         let Op::Reserve { lines, .. } = &op.op else {
             return;
         };
-        let call = op.invoke_us();
         match &op.outcome {
-            Outcome::Ok { result, at_us } => {
-                let OpResult::Reserved { reservation_id, .. } = result else {
-                    return;
-                };
-                let expiry = self.window(call, self.expiry(reservation_id));
-                for (row, share) in allocations_per_row(self.facts.allocations(k)) {
-                    let res = self.reservation(&row, k, share.units);
-                    let hold = RowOp::Hold {
-                        res,
-                        available_after: share.available_after,
-                    };
-                    self.row(&row).push(call, Some(*at_us), hold, Source::Op(k));
-                    if let Some((call, ret)) = expiry {
-                        let expire = RowOp::Expire { res };
-                        self.row(&row).push(call, ret, expire, Source::Expiry(k));
-                    }
-                }
-            }
+            Outcome::Ok { result, at_us } => self.reserve_ok(k, result, *at_us),
             Outcome::Refused {
                 reason,
                 metadata,
                 at_us,
                 ..
             } if reason == "OUT_OF_STOCK" => {
-                let line = match metadata.get("line").map(|l| l.parse::<usize>()) {
-                    Some(Ok(line)) => line,
-                    None if lines.len() == 1 => 0,
-                    _ => {
-                        return self.notes.push(format!(
-                            "{}: out of stock without a usable `line`; not judged",
-                            op.describe()
-                        ))
-                    }
-                };
-                let Some(short) = lines.get(line) else {
-                    return self.notes.push(format!(
-                        "{}: out of stock names line {line}, which it does not have; not judged",
+                match metadata.get("line").map(|l| l.parse::<usize>()) {
+                    Some(Ok(line)) => self.out_of_stock(k, lines, line, *at_us),
+                    None if lines.len() == 1 => self.out_of_stock(k, lines, 0, *at_us),
+                    _ => self.notes.push(format!(
+                        "{}: out of stock without a usable `line`; not judged",
                         op.describe()
-                    ));
-                };
-                let row = (short.sku.clone(), short.location.clone());
-                let need = lines[..=line]
-                    .iter()
-                    .filter(|l| l.sku == row.0 && l.location == row.1)
-                    .map(|l| l.quantity)
-                    .sum();
-                self.row(&row).push(
-                    call,
-                    Some(*at_us),
-                    RowOp::RefuseHold { need },
-                    Source::Op(k),
-                );
-            }
-            Outcome::Unknown => {
-                let (hold, expiry) = self.unknown_reserve(op, &signature_of_request(lines));
-                let Some((call, hold_ret)) = self.window(call, hold) else {
-                    return;
-                };
-                let expiry = self.window(call, expiry);
-                for (row, units) in lines_per_row(lines) {
-                    let res = self.reservation(&row, k, units);
-                    let hold = RowOp::Hold {
-                        res,
-                        available_after: None,
-                    };
-                    self.row(&row).push(call, hold_ret, hold, Source::Op(k));
-                    if let Some((call, ret)) = expiry {
-                        let expire = RowOp::Expire { res };
-                        self.row(&row).push(call, ret, expire, Source::Expiry(k));
-                    }
+                    )),
                 }
             }
+            Outcome::Unknown => self.reserve_unknown(k, lines),
             Outcome::Refused { .. } | Outcome::NotApplied => {}
+        }
+    }
+
+    /// An acknowledged reserve: a hold on each row it allocated, and an
+    /// expiry unless the final state rules it out.
+    fn reserve_ok(&mut self, k: usize, result: &OpResult, at_us: u64) {
+        let OpResult::Reserved { reservation_id, .. } = result else {
+            return;
+        };
+        let call = self.facts.op(k).invoke_us();
+        let expiry = self.window(call, self.pins.expiry(reservation_id));
+        for (row, share) in allocations_per_row(self.facts.allocations(k)) {
+            let res = self.reservation(&row, k, share.units);
+            let hold = RowOp::Hold {
+                res,
+                available_after: share.available_after,
+            };
+            self.row(&row).push(call, Some(at_us), hold, Source::Op(k));
+            if let Some((call, ret)) = expiry {
+                let expire = RowOp::Expire { res };
+                self.row(&row).push(call, ret, expire, Source::Expiry(k));
+            }
+        }
+    }
+
+    /// A reserve refused out of stock on request line `line`.
+    fn out_of_stock(&mut self, k: usize, lines: &[ReserveLine], line: usize, at_us: u64) {
+        let op = self.facts.op(k);
+        let Some(short) = lines.get(line) else {
+            return self.notes.push(format!(
+                "{}: out of stock names line {line}, which it does not have; not judged",
+                op.describe()
+            ));
+        };
+        let row = (short.sku.clone(), short.location.clone());
+        // Lines naming the same row are counted together (engine rule).
+        let need = lines[..=line]
+            .iter()
+            .filter(|l| l.sku == row.0 && l.location == row.1)
+            .map(|l| l.quantity)
+            .sum();
+        let refused = RowOp::RefuseHold { need };
+        self.row(&row)
+            .push(op.invoke_us(), Some(at_us), refused, Source::Op(k));
+    }
+
+    /// A reserve of unknown outcome: an open (or pinned) hold per row of
+    /// its lines, and its expiry.
+    fn reserve_unknown(&mut self, k: usize, lines: &[ReserveLine]) {
+        let op = self.facts.op(k);
+        let (hold, expiry) = self.pins.unknown_reserve(op, &signature_of_request(lines));
+        let Some((call, hold_ret)) = self.window(op.invoke_us(), hold) else {
+            return;
+        };
+        let expiry = self.window(call, expiry);
+        for (row, units) in lines_per_row(lines) {
+            let res = self.reservation(&row, k, units);
+            let hold = RowOp::Hold {
+                res,
+                available_after: None,
+            };
+            self.row(&row).push(call, hold_ret, hold, Source::Op(k));
+            if let Some((call, ret)) = expiry {
+                let expire = RowOp::Expire { res };
+                self.row(&row).push(call, ret, expire, Source::Expiry(k));
+            }
         }
     }
 
@@ -472,7 +287,7 @@ impl<'a, 'f> Projector<'a, 'f> {
             Outcome::Ok { at_us, .. } => (Some(*at_us), None),
             Outcome::Refused { at_us, reason, .. } => (Some(*at_us), Some(reason.as_str())),
             Outcome::Unknown | Outcome::NotApplied => {
-                match self.window(call, self.unknown_resolution(op, id)) {
+                match self.window(call, self.pins.unknown_resolution(op, id)) {
                     Some((_, ret)) => (ret, None),
                     None => return,
                 }
@@ -482,11 +297,13 @@ impl<'a, 'f> Projector<'a, 'f> {
             Op::Confirm { quantities, .. } => {
                 match sold_per_row(allocations, quantities.as_deref()) {
                     Some(sold) => sold,
-                    None => return self.notes.push(format!(
+                    None => {
+                        return self.notes.push(format!(
                         "{}: quantities do not match the reservation's {} allocations; not judged",
                         op.describe(),
                         allocations.len()
-                    )),
+                    ))
+                    }
                 }
             }
             _ => BTreeMap::new(),
@@ -535,12 +352,7 @@ impl<'a, 'f> Projector<'a, 'f> {
                 },
             ),
             Outcome::Unknown => {
-                let pinned = self.adjustments.get(&k).copied();
-                let presence = match (self.by_request_id(op), pinned) {
-                    (Presence::Never, _) | (_, Some(Presence::Never)) => Presence::Never,
-                    (_, Some(Presence::Certain)) => Presence::Certain,
-                    _ => Presence::Maybe,
-                };
+                let presence = self.pins.unknown_adjustment(k, op);
                 let Some((_, ret)) = self.window(op.invoke_us(), presence) else {
                     return;
                 };

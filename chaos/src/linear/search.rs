@@ -223,6 +223,8 @@ struct Search<'a, M: Model> {
     remaining: Remaining,
     /// Required operations not yet placed, by return time.
     required: BTreeSet<(u64, usize)>,
+    /// How many of them are not floating.
+    fixed_left: usize,
     linearized: BitSet,
     state: M::State,
     /// (linearized set, state) pairs already explored. Only membership is
@@ -241,11 +243,16 @@ impl<'a, M: Model> Search<'a, M> {
         for (p, &i) in by_call.iter().enumerate() {
             position[i] = p;
         }
+        let fixed_left = ops
+            .iter()
+            .filter(|o| o.ret_us.is_some_and(|ret| ret < floating_from_us))
+            .count();
         let mut s = Search {
             model,
             ops,
             phase,
             floating_from_us,
+            fixed_left,
             by_call,
             position,
             remaining: Remaining::new(n),
@@ -312,8 +319,7 @@ impl<'a, M: Model> Search<'a, M> {
                 _ => Ok(None),
             };
         }
-        let only_floating_left = self.required.iter().all(|&(_, j)| self.floating(j));
-        if only_floating_left {
+        if self.fixed_left == 0 {
             return Ok(None);
         }
         let chain = match &top.chain {
@@ -348,6 +354,7 @@ impl<'a, M: Model> Search<'a, M> {
         self.remaining.remove(self.position[i]);
         if let Some(ret) = self.ops[i].ret_us {
             self.required.remove(&(ret, i));
+            self.fixed_left -= usize::from(!self.floating(i));
         }
         let before = std::mem::replace(&mut self.state, after);
         let candidates = self.candidates();
@@ -371,6 +378,7 @@ impl<'a, M: Model> Search<'a, M> {
         self.remaining.restore(self.position[i]);
         if let Some(ret) = self.ops[i].ret_us {
             self.required.insert((ret, i));
+            self.fixed_left += usize::from(!self.floating(i));
         }
         true
     }
