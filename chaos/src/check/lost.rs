@@ -1,0 +1,214 @@
+//! No lost acknowledgement (design §1.4): whatever a client was told
+//! succeeded is in every replica's final state.
+//!
+//! Rules (each replica; skipped without replica states except rule 5):
+//! 1. An acknowledged reserve's reservation exists, with the answered
+//!    allocations as its lines (same `(sku, location, quantity)` multiset).
+//! 2. An acknowledged confirm's reservation is `Confirmed`, each line
+//!    confirming the requested units (all of them without `quantities`).
+//! 3. An acknowledged release's reservation is `Released`.
+//! 4. Adjustments: per row, `applied = on_hand + sold` (sold: units its
+//!    confirmed reservations took out of `on_hand`) is at least the sum of
+//!    acknowledged deltas plus every *negative* delta of unknown outcome —
+//!    the least the adjustments can have added. (The most is checked by
+//!    [`super::duplicate`].)
+//! 5. A confirm, release or extend answered `RESERVATION_NOT_FOUND` for a
+//!    reservation whose reserve was acknowledged before it was invoked.
+//! 6. If a replica lists its applied request ids, every acknowledged
+//!    request id is among them.
+//!
+//! An operation of unknown outcome is never required to be present.
+
+use super::{Class, PerItem, Violation};
+use crate::codes::CodeClass;
+use crate::facts::{Facts, ReplicaView};
+use crate::final_state::{FinalLine, ReservationStatus};
+use crate::history::{Allocation, Op};
+use crate::timeline::{AttemptEnd, Outcome};
+use std::collections::BTreeSet;
+
+fn sorted_lines(lines: &[FinalLine]) -> Vec<(&str, &str, i64)> {
+    let mut v: Vec<_> = lines
+        .iter()
+        .map(|l| (l.sku.as_str(), l.location.as_str(), l.quantity))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn sorted_allocations(allocations: &[Allocation]) -> Vec<(&str, &str, i64)> {
+    let mut v: Vec<_> = allocations
+        .iter()
+        .map(|a| (a.sku.as_str(), a.location.as_str(), a.quantity))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Rule 1.
+fn reservations(facts: &Facts<'_>, found: &mut PerItem) {
+    for (id, reserves) in &facts.reserves_by_id {
+        let k = reserves[0];
+        let expected = sorted_allocations(facts.allocations(k));
+        let item = format!("reservation {id} of {}", facts.op(k).describe());
+        for replica in &facts.replicas {
+            match replica.reservations.get(id.as_str()) {
+                None => found.add(item.clone(), format!("missing on {}", replica.node())),
+                Some(r) if sorted_lines(&r.lines) != expected => found.add(
+                    item.clone(),
+                    format!("{} has lines {:?}", replica.node(), sorted_lines(&r.lines)),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Rules 2 and 3 for one replica and one acknowledged resolution.
+fn resolution_on(
+    replica: &ReplicaView<'_>,
+    id: &str,
+    want: ReservationStatus,
+    confirmed: Option<Vec<i64>>,
+) -> Option<String> {
+    // A missing reservation is rule 1's finding.
+    let r = replica.reservations.get(id)?;
+    if r.state != want {
+        return Some(format!("{} has it {:?}", replica.node(), r.state));
+    }
+    let have: Vec<i64> = r.lines.iter().map(|l| l.confirmed).collect();
+    match confirmed {
+        Some(want) if want != have => Some(format!(
+            "{} confirmed {have:?} per line, not {want:?}",
+            replica.node()
+        )),
+        _ => None,
+    }
+}
+
+/// Rules 2 and 3.
+fn resolutions(facts: &Facts<'_>, found: &mut PerItem) {
+    for op in &facts.timeline.ops {
+        let Outcome::Ok { .. } = op.outcome else {
+            continue;
+        };
+        let (id, want, quantities) = match &op.op {
+            Op::Confirm {
+                reservation_id,
+                quantities,
+                ..
+            } => (
+                reservation_id,
+                ReservationStatus::Confirmed,
+                Some(quantities),
+            ),
+            Op::Release { reservation_id, .. } => {
+                (reservation_id, ReservationStatus::Released, None)
+            }
+            _ => continue,
+        };
+        let confirmed = match (quantities, facts.reserve_of(id)) {
+            (Some(Some(q)), _) => Some(q.clone()),
+            (Some(None), Some(k)) => {
+                Some(facts.allocations(k).iter().map(|a| a.quantity).collect())
+            }
+            _ => None,
+        };
+        for replica in &facts.replicas {
+            if let Some(how) = resolution_on(replica, id, want, confirmed.clone()) {
+                found.add(format!("reservation {id} after {}", op.describe()), how);
+            }
+        }
+    }
+}
+
+/// Rule 4.
+fn adjustments(facts: &Facts<'_>, found: &mut PerItem) {
+    for (row, bounds) in facts.stock_bounds() {
+        for replica in &facts.replicas {
+            let on_hand = replica.rows.get(&row).map_or(0, |r| r.on_hand);
+            let sold = replica.totals.get(&row).map_or(0, |t| t.sold);
+            let applied = on_hand + sold;
+            if applied < bounds.lower() {
+                found.add(
+                    format!("row {}/{}", row.0, row.1),
+                    format!(
+                        "{} shows {applied} units added (on_hand {on_hand} + sold {sold}), fewer than \
+                         the {} acknowledged adjustments guarantee",
+                        replica.node(),
+                        bounds.lower()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Rule 5.
+fn not_found_after_ack(facts: &Facts<'_>, found: &mut PerItem) {
+    for op in &facts.timeline.ops {
+        let Some(id) = op.op.reservation_id() else {
+            continue;
+        };
+        let Some(Outcome::Ok {
+            at_us: acked_at, ..
+        }) = facts.reserve_of(id).map(|k| &facts.op(k).outcome)
+        else {
+            continue;
+        };
+        for a in &op.attempts {
+            let AttemptEnd::Refused { reason, class, .. } = &a.end else {
+                continue;
+            };
+            if reason == "RESERVATION_NOT_FOUND"
+                && *class == CodeClass::Decided
+                && a.invoke_us > *acked_at
+            {
+                found.add(
+                    format!("reservation {id}"),
+                    format!(
+                        "{} (line {}) was answered RESERVATION_NOT_FOUND after the reserve was \
+                         acknowledged at {acked_at} us",
+                        op.op.name(),
+                        a.line
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Rule 6.
+fn request_ids(facts: &Facts<'_>, found: &mut PerItem) {
+    for replica in &facts.replicas {
+        let Some(ids) = &replica.state.applied_request_ids else {
+            continue;
+        };
+        let ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        for op in &facts.timeline.ops {
+            let (Some(id), Outcome::Ok { .. }) = (op.op.request_id(), &op.outcome) else {
+                continue;
+            };
+            if !ids.contains(id) {
+                found.add(
+                    format!("request {id}"),
+                    format!(
+                        "acknowledged, but not among {}'s applied request ids",
+                        replica.node()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Runs the rules.
+pub fn check(facts: &Facts<'_>) -> Vec<Violation> {
+    let mut found = PerItem::new(Class::Lost);
+    reservations(facts, &mut found);
+    resolutions(facts, &mut found);
+    adjustments(facts, &mut found);
+    not_found_after_ack(facts, &mut found);
+    request_ids(facts, &mut found);
+    found.into_violations().collect()
+}
