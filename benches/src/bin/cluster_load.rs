@@ -214,6 +214,40 @@ async fn leaders(cluster: &Cluster) -> Vec<u16> {
     }
 }
 
+/// Leader port of every shard once leaders have settled where the
+/// cluster's leader balance puts them (shard `s` on node `s mod n + 1`) and
+/// every node agrees: a level that starts before that would see leaders
+/// move under it, and its requests forwarded or refused.
+async fn balanced_leaders(cluster: &Cluster) -> Vec<u16> {
+    let start = Instant::now();
+    let n = cluster.ports.len() as u64;
+    'poll: loop {
+        assert!(
+            start.elapsed() < START_DEADLINE,
+            "shard leaders did not settle on their preferred nodes in time"
+        );
+        for &port in &cluster.ports {
+            let settled = AdminClient::new(channel(port))
+                .cluster_status(ClusterStatusRequest { with_digest: false })
+                .await
+                .is_ok_and(|status| {
+                    status
+                        .into_inner()
+                        .shards
+                        .iter()
+                        .all(|s| s.leader == u64::from(s.shard) % n + 1)
+                });
+            if !settled {
+                tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
+                continue 'poll;
+            }
+        }
+        return (0..SHARDS)
+            .map(|s| cluster.ports[(u64::from(s) % n) as usize])
+            .collect();
+    }
+}
+
 /// Every node's driver counters (a node that does not answer gives zeros).
 async fn driver_counters(cluster: &Cluster) -> Vec<DriverCounters> {
     let mut all = Vec::with_capacity(cluster.ports.len());
@@ -301,7 +335,7 @@ async fn setup(cluster: &Cluster, scenario: &str) -> Vec<u16> {
             tokio::time::sleep(Duration::from_millis(20)).await; // retry backoff
         }
     }
-    leaders(cluster).await
+    balanced_leaders(cluster).await
 }
 
 /// Appends of this size, each followed by `fdatasync`, measure the disk's
@@ -526,10 +560,9 @@ fn main() {
         return;
     }
     runtime.block_on(async {
-        let leader_ports = match &cluster {
-            Some(c) => setup(c, &args.scenario).await,
-            None => Vec::new(),
-        };
+        if let Some(c) = &cluster {
+            setup(c, &args.scenario).await;
+        }
         if let Some(f) = &floor {
             floor_ready(f).await;
         }
@@ -566,6 +599,7 @@ fn main() {
                 None => None,
             };
             if let Some(c) = &cluster {
+                let leader_ports = balanced_leaders(c).await;
                 let before = driver_counters(c).await;
                 let r = run_level(&leader_ports, &args.scenario, callers, args.seconds, i, "hf").await;
                 let after = driver_counters(c).await;
