@@ -19,12 +19,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use holdfast_server::pb::internal::admin_client::AdminClient;
-use holdfast_server::pb::internal::{ClusterStatusRequest, DriverCounters};
+use holdfast_bench::local::{channel, free_port, sibling_binary, LocalCluster, START_DEADLINE};
+use holdfast_server::pb::internal::DriverCounters;
 use holdfast_server::pb::inventory as pb;
 use holdfast_server::pb::inventory::inventory_client::InventoryClient;
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -33,8 +31,6 @@ use tonic::transport::Channel;
 const SHARDS: u32 = 8;
 /// SKUs of the `uniform` scenario (each stocked at one location).
 const UNIFORM_SKUS: u32 = 10_000;
-/// Give up starting the cluster after this.
-const START_DEADLINE: Duration = Duration::from_secs(30);
 
 #[derive(Parser, Debug)]
 #[command(about = "Closed-loop reserve load on a local Holdfast cluster")]
@@ -67,56 +63,17 @@ struct Args {
     driver_work: bool,
 }
 
+/// The cluster under test and the temp dir that holds its data.
 struct Cluster {
-    children: Vec<Child>,
-    ports: Vec<u16>,
-    peers: String,
-    binary: PathBuf,
+    nodes: LocalCluster,
     dir: tempfile::TempDir,
 }
 
-impl Cluster {
-    fn spawn(&self, i: usize) -> Child {
-        Command::new(&self.binary)
-            .args(["--id", &(i + 1).to_string()])
-            .args(["--listen", &format!("127.0.0.1:{}", self.ports[i])])
-            .args(["--peers", &self.peers])
-            .args(["--shards", &SHARDS.to_string()])
-            .arg("--data-dir")
-            .arg(self.dir.path().join(format!("n{}", i + 1)))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e} (build it with cargo build --release -p holdfast-server)",
-                    self.binary.display()
-                )
-            })
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A binary built next to this one.
-fn sibling_binary(name: &str) -> PathBuf {
-    let me = std::env::current_exe().expect("own path");
-    me.with_file_name(name)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+fn start_cluster(n: usize) -> Cluster {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let ports = (0..n).map(|_| free_port()).collect();
+    let nodes = LocalCluster::start(ports, SHARDS, dir.path(), None);
+    Cluster { nodes, dir }
 }
 
 /// The no-op gRPC floor, one process.
@@ -163,100 +120,15 @@ async fn floor_ready(floor: &Floor) {
     }
 }
 
-fn start_cluster(n: usize) -> Cluster {
-    let dir = tempfile::TempDir::new().expect("temp dir");
-    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-    let peers = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut cluster = Cluster {
-        children: Vec::new(),
-        ports,
-        peers,
-        binary: sibling_binary("holdfast-server"),
-        dir,
-    };
-    cluster.children = (0..n).map(|i| cluster.spawn(i)).collect();
-    cluster
-}
-
-fn channel(port: u16) -> Channel {
-    Channel::from_shared(format!("http://127.0.0.1:{port}"))
-        .expect("uri")
-        .tcp_nodelay(true)
-        .connect_lazy()
-}
-
-/// Leader port of every shard, once every shard has one.
-async fn leaders(cluster: &Cluster) -> Vec<u16> {
-    let start = Instant::now();
-    loop {
-        if let Ok(status) = AdminClient::new(channel(cluster.ports[0]))
-            .cluster_status(ClusterStatusRequest { with_digest: false })
-            .await
-        {
-            let shards = status.into_inner().shards;
-            if shards.iter().all(|s| s.leader != 0) {
-                return shards
-                    .iter()
-                    .map(|s| cluster.ports[s.leader as usize - 1])
-                    .collect();
-            }
-        }
-        assert!(
-            start.elapsed() < START_DEADLINE,
-            "the cluster elected no leaders in time"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
-    }
-}
-
-/// Leader port of every shard once leaders have settled where the
-/// cluster's leader balance puts them (shard `s` on node `s mod n + 1`) and
-/// every node agrees: a level that starts before that would see leaders
-/// move under it, and its requests forwarded or refused.
-async fn balanced_leaders(cluster: &Cluster) -> Vec<u16> {
-    let start = Instant::now();
-    let n = cluster.ports.len() as u64;
-    'poll: loop {
-        assert!(
-            start.elapsed() < START_DEADLINE,
-            "shard leaders did not settle on their preferred nodes in time"
-        );
-        for &port in &cluster.ports {
-            let settled = AdminClient::new(channel(port))
-                .cluster_status(ClusterStatusRequest { with_digest: false })
-                .await
-                .is_ok_and(|status| {
-                    status
-                        .into_inner()
-                        .shards
-                        .iter()
-                        .all(|s| s.leader == u64::from(s.shard) % n + 1)
-                });
-            if !settled {
-                tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
-                continue 'poll;
-            }
-        }
-        return (0..SHARDS)
-            .map(|s| cluster.ports[(u64::from(s) % n) as usize])
-            .collect();
-    }
-}
-
 /// Every node's driver counters (a node that does not answer gives zeros).
 async fn driver_counters(cluster: &Cluster) -> Vec<DriverCounters> {
-    let mut all = Vec::with_capacity(cluster.ports.len());
-    for &port in &cluster.ports {
-        let counters = AdminClient::new(channel(port))
-            .cluster_status(ClusterStatusRequest { with_digest: false })
+    let mut all = Vec::with_capacity(cluster.nodes.ports.len());
+    for i in 0..cluster.nodes.ports.len() {
+        let counters = cluster
+            .nodes
+            .status(i)
             .await
-            .ok()
-            .and_then(|r| r.into_inner().driver)
+            .and_then(|s| s.driver)
             .unwrap_or_default();
         all.push(counters);
     }
@@ -294,7 +166,7 @@ fn sku(scenario: &str, i: u64) -> String {
 
 async fn setup(cluster: &Cluster, scenario: &str) -> Vec<u16> {
     // Leaders settle (and move to their preferred nodes) before we stock.
-    let mut client = InventoryClient::new(channel(cluster.ports[0]));
+    let mut client = InventoryClient::new(channel(cluster.nodes.ports[0]));
     let start = Instant::now();
     while client
         .upsert_location(pb::UpsertLocationRequest {
@@ -335,7 +207,7 @@ async fn setup(cluster: &Cluster, scenario: &str) -> Vec<u16> {
             tokio::time::sleep(Duration::from_millis(20)).await; // retry backoff
         }
     }
-    balanced_leaders(cluster).await
+    cluster.nodes.balanced_leaders().await
 }
 
 /// Appends of this size, each followed by `fdatasync`, measure the disk's
@@ -459,17 +331,17 @@ async fn failover(cluster: &mut Cluster, kills: usize) {
     let shard = holdfast_engine::shard_of("hot-sku", SHARDS) as usize;
     let mut windows_ms = Vec::with_capacity(kills);
     for k in 0..kills {
-        let leader_port = leaders(cluster).await[shard];
-        let victim = cluster
+        let nodes = &mut cluster.nodes;
+        let leader_port = nodes.leaders().await[shard];
+        let victim = nodes
             .ports
             .iter()
             .position(|&p| p == leader_port)
             .expect("leader is a node");
-        let survivor = (victim + 1) % cluster.ports.len();
-        let mut client = InventoryClient::new(channel(cluster.ports[survivor]));
+        let survivor = (victim + 1) % nodes.ports.len();
+        let mut client = InventoryClient::new(channel(nodes.ports[survivor]));
         let killed_at = Instant::now();
-        let _ = cluster.children[victim].kill();
-        let _ = cluster.children[victim].wait();
+        nodes.kill(victim);
         loop {
             let r = client
                 .reserve(reserve_request(
@@ -488,9 +360,9 @@ async fn failover(cluster: &mut Cluster, kills: usize) {
             tokio::time::sleep(Duration::from_millis(5)).await; // retry backoff
         }
         windows_ms.push(killed_at.elapsed().as_secs_f64() * 1e3);
-        cluster.children[victim] = cluster.spawn(victim);
+        nodes.restart(victim);
         // Wait for every shard to have a leader among live nodes again.
-        leaders(cluster).await;
+        nodes.leaders().await;
     }
     windows_ms.sort_by(f64::total_cmp);
     let q = |p: f64| {
@@ -599,7 +471,7 @@ fn main() {
                 None => None,
             };
             if let Some(c) = &cluster {
-                let leader_ports = balanced_leaders(c).await;
+                let leader_ports = c.nodes.balanced_leaders().await;
                 let before = driver_counters(c).await;
                 let r = run_level(&leader_ports, &args.scenario, callers, args.seconds, i, "hf").await;
                 let after = driver_counters(c).await;
