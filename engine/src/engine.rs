@@ -361,6 +361,12 @@ impl Engine {
         self.reservations.iter()
     }
 
+    /// Every row's id, in creation order (rows are never removed), for
+    /// tools that read the whole state (state dumps for chaos checks).
+    pub fn row_ids(&self) -> impl Iterator<Item = RowId> {
+        (0..self.row_count() as u32).map(RowId)
+    }
+
     /// Number of stock rows.
     pub fn row_count(&self) -> usize {
         self.rows.len()

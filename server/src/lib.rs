@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 pub mod config_file;
+pub mod faults;
 pub mod ids;
 pub mod log_codec;
 pub mod node;

@@ -14,6 +14,7 @@ use clap::Parser;
 use holdfast_server::admin::AdminService;
 use holdfast_server::config::NodeConfig;
 use holdfast_server::config_file::{resolve, FileConfig, Overrides};
+use holdfast_server::faults::Faults;
 use holdfast_server::node::Node;
 use holdfast_server::pb::internal::admin_server::AdminServer;
 use holdfast_server::pb::inventory::inventory_server::InventoryServer;
@@ -23,6 +24,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Largest gRPC message a client may send (a 100-line reserve is ~20 KiB).
 const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
@@ -61,6 +63,10 @@ struct Args {
     /// cluster's data) [default: 1].
     #[arg(long, env = "HOLDFAST_CLUSTER_ID")]
     cluster_id: Option<u64>,
+    /// Allow fault injection (network partitions through Admin.SetPartition)
+    /// for chaos tests. Never on a production node [default: off].
+    #[arg(long, env = "HOLDFAST_CHAOS_FAULTS")]
+    chaos_faults: bool,
 }
 
 fn parse_peers(spec: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -133,12 +139,17 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let faults = Arc::new(Faults::new(args.chaos_faults));
+    if args.chaos_faults {
+        tracing::warn!("fault injection is on (--chaos-faults): for chaos tests only");
+    }
     let transport = GrpcTransport::start(
         config.id,
         config.cluster_id,
         config.peers.clone(),
         runtime.handle().clone(),
-    );
+    )
+    .with_faults(faults.clone());
     let peers = config.peers.clone();
     let (id, cluster_id) = (config.id, config.cluster_id);
     let node = match Node::start(config, Box::new(transport)) {
@@ -150,10 +161,14 @@ fn main() -> ExitCode {
     };
     let handle = node.handle.clone();
     let served = runtime.block_on(async move {
-        let inventory = InventoryServer::new(InventoryService::new(handle.clone(), peers))
-            .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
-        let admin = AdminServer::new(AdminService::new(handle.clone()));
-        let raft = raft_transport_server(RaftTransportService::new(id, cluster_id, handle));
+        let inventory = InventoryServer::new(
+            InventoryService::new(handle.clone(), peers).with_faults(faults.clone()),
+        )
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+        let admin = AdminServer::new(AdminService::new(handle.clone()).with_faults(faults.clone()));
+        let raft = raft_transport_server(
+            RaftTransportService::new(id, cluster_id, handle).with_faults(faults),
+        );
         tracing::info!(listen = %listen, id, "serving");
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)

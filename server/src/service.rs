@@ -7,6 +7,7 @@
 //! A node that cannot reach a leader answers `UNAVAILABLE` with the leader's
 //! address when it knows it; the client retries with the same request id.
 
+use crate::faults::Faults;
 use crate::ids::{self, BadId};
 use crate::node::messages::{AppliedDetail, Inbound, ProposeResult, ReadResult};
 use crate::node::{NodeHandle, SubmitError};
@@ -16,6 +17,7 @@ use crate::status::{self, RefusalContext};
 use holdfast_engine::{self as engine, shard_of, Command, CommandKind, Outcome, Success};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tonic::metadata::MetadataValue;
@@ -38,6 +40,8 @@ pub struct InventoryService {
     node: NodeHandle,
     peers: BTreeMap<u64, String>,
     clients: Mutex<BTreeMap<u64, InventoryClient<Channel>>>,
+    /// Peers cut off by fault injection: requests are not forwarded there.
+    faults: Arc<Faults>,
 }
 
 fn bad_id(e: BadId) -> Status {
@@ -51,7 +55,15 @@ impl InventoryService {
             node,
             peers,
             clients: Mutex::new(BTreeMap::new()),
+            faults: Arc::default(),
         }
+    }
+
+    /// Does not forward to peers `faults` blocks (chaos tests; see
+    /// [`crate::faults`]).
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = faults;
+        self
     }
 
     fn client(&self, id: u64) -> Option<InventoryClient<Channel>> {
@@ -141,6 +153,9 @@ impl InventoryService {
         Fut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
         let hint = self.peers.get(&leader).map(String::as_str);
+        if self.faults.is_blocked(leader) {
+            return Err(status::unavailable(shard, hint));
+        }
         let Some(client) = self.client(leader) else {
             return Err(status::unavailable(shard, hint));
         };

@@ -36,6 +36,7 @@ pub use snapshot::{
     SNAPSHOT_SEND_TIMEOUT_MS_BASE,
 };
 
+use crate::faults::Faults;
 use crate::node::messages::Inbound;
 use crate::node::{NodeHandle, Transport, TransportReporter};
 use crate::pb::internal::raft_transport_client::RaftTransportClient;
@@ -130,10 +131,12 @@ pub struct TransportCounters {
 }
 
 /// Who this node is: traffic naming another cluster or node is refused.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Identity {
     self_id: u64,
     cluster_id: u64,
+    /// Peers cut off by fault injection (chaos tests).
+    faults: Arc<Faults>,
 }
 
 impl Identity {
@@ -150,6 +153,11 @@ impl Identity {
             return Err(Status::failed_precondition(format!(
                 "{what} from node {from} is for node {to_node}, this is node {}",
                 self.self_id
+            )));
+        }
+        if self.faults.is_blocked(from) {
+            return Err(Status::unavailable(format!(
+                "{what} from node {from} refused: partitioned by fault injection"
             )));
         }
         Ok(())
@@ -171,6 +179,8 @@ struct Outgoing {
 /// a task per snapshot being sent. Dropping it closes the queues, and each
 /// peer task ends (snapshot sends in flight run to their end).
 pub struct GrpcTransport {
+    /// Peers cut off by fault injection (chaos tests).
+    faults: Arc<Faults>,
     queues: BTreeMap<u64, mpsc::Sender<Outgoing>>,
     snapshots: SnapshotSender,
     /// Set once by [`Transport::attach`]; shared with every task.
@@ -193,6 +203,7 @@ impl GrpcTransport {
         let identity = Identity {
             self_id,
             cluster_id,
+            faults: Arc::default(),
         };
         let mut snapshots = SnapshotSender::new(
             identity,
@@ -233,11 +244,19 @@ impl GrpcTransport {
             runtime.spawn(link.run(rx));
         }
         GrpcTransport {
+            faults: Arc::default(),
             queues,
             snapshots,
             reporter,
             counters,
         }
+    }
+
+    /// Drops every message to a peer `faults` blocks (chaos tests; see
+    /// [`crate::faults`]).
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Sends snapshot data in chunks of `bytes` (clamped to
@@ -258,6 +277,15 @@ impl GrpcTransport {
 impl Transport for GrpcTransport {
     fn send(&self, shard: u32, messages: Vec<Message>) {
         for message in messages {
+            if self.faults.is_blocked(message.to) {
+                bump(&self.counters.messages_dropped, 1);
+                if message.get_msg_type() == MessageType::MsgSnapshot {
+                    if let Some(reporter) = self.reporter.get() {
+                        reporter.snapshot_status(shard, message.to, false);
+                    }
+                }
+                continue;
+            }
             if message.get_msg_type() == MessageType::MsgSnapshot {
                 self.snapshots.start(shard, message);
                 continue;
@@ -609,6 +637,7 @@ impl<I: RaftInbox> RaftTransportService<I> {
                 identity: Identity {
                     self_id,
                     cluster_id,
+                    faults: Arc::default(),
                 },
                 inbox,
                 counters: Arc::new(ServiceCounters::default()),
@@ -616,6 +645,13 @@ impl<I: RaftInbox> RaftTransportService<I> {
                 snapshot_slots: Arc::new(Semaphore::new(SNAPSHOT_RECEIVES_MAX)),
             },
         }
+    }
+
+    /// Refuses batches and snapshots from peers `faults` blocks (chaos
+    /// tests; see [`crate::faults`]).
+    pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
+        self.receiver.identity.faults = faults;
+        self
     }
 
     /// Accepts snapshots of at most `bytes` of data instead of
@@ -747,7 +783,7 @@ impl<I: RaftInbox> Receiver<I> {
             )));
         };
         let expect = snapshot::Expect {
-            identity: self.identity,
+            identity: self.identity.clone(),
             shards: self.inbox.shards(),
             bytes_max: self.snapshot_bytes_max,
         };

@@ -224,6 +224,17 @@ impl Driver {
                     .collect();
                 let _ = reply.send(status);
             }
+            Inbound::Dump {
+                shard,
+                items_max,
+                reply,
+            } => {
+                let dump = self
+                    .shards
+                    .get(shard as usize)
+                    .and_then(|s| s.dump(items_max));
+                let _ = reply.send(dump);
+            }
             Inbound::TransferLeader { shard, to } => {
                 if let Some(s) = self.shards.get_mut(shard as usize) {
                     s.raw.transfer_leader(to);

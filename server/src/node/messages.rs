@@ -46,6 +46,17 @@ pub enum Inbound {
         /// Where the answer goes.
         reply: oneshot::Sender<Vec<ShardStatus>>,
     },
+    /// Dump a shard's whole applied state (rows and retained reservations),
+    /// for chaos checks. Answered `None` for a shard that does not exist or
+    /// whose state has more than `items_max` rows plus reservations.
+    Dump {
+        /// The shard.
+        shard: u32,
+        /// Largest state (rows + reservations) worth dumping.
+        items_max: usize,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Option<ShardDump>>,
+    },
     /// Hand leadership of a shard to a peer.
     TransferLeader {
         /// The shard.
@@ -180,3 +191,51 @@ pub struct ShardStatus {
 /// Reservation ids stay engine-local inside the node; this is the pair the
 /// wire id encodes.
 pub type ShardReservation = (u32, ReservationId);
+
+/// A shard's applied state, as plain values in a deterministic order (rows
+/// in creation order, reservations in id order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardDump {
+    /// Last applied Raft index.
+    pub applied: u64,
+    /// State digest at that index.
+    pub digest: u128,
+    /// Every stock row.
+    pub rows: Vec<DumpRow>,
+    /// Every reservation the ledger retains.
+    pub reservations: Vec<DumpReservation>,
+}
+
+/// One stock row of a [`ShardDump`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpRow {
+    /// Product code.
+    pub sku: String,
+    /// Location name.
+    pub location: String,
+    /// Physical units.
+    pub on_hand: i64,
+    /// Units held by pending reservations.
+    pub held: i64,
+    /// Units never promised.
+    pub safety_stock: i64,
+    /// Units promisable beyond on_hand.
+    pub backorder_allowance: i64,
+}
+
+/// One reservation of a [`ShardDump`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpReservation {
+    /// The engine's id (the wire id is `"<shard>-<id>"`).
+    pub id: ReservationId,
+    /// `pending`, `confirmed`, `released` or `expired`.
+    pub state: &'static str,
+    /// Owner (cart or order) id.
+    pub owner: String,
+    /// Customer id.
+    pub customer: String,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// Allocations: sku, location, units held, units confirmed.
+    pub lines: Vec<(String, String, i64, i64)>,
+}

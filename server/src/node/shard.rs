@@ -7,9 +7,12 @@
 //! `Aborted` if it has another (the proposal was lost to a leader change;
 //! a retry with the same request id is safe because the engine deduplicates).
 
-use super::messages::{AllocationView, AppliedDetail, ProposeResult, ReadResult, RowRead};
+use super::messages::{
+    AllocationView, AppliedDetail, DumpReservation, DumpRow, ProposeResult, ReadResult, RowRead,
+    ShardDump,
+};
 use crate::log_codec;
-use holdfast_engine::{Command, Engine, Outcome, Refusal, Stamp, Success};
+use holdfast_engine::{Command, Engine, Outcome, Refusal, ReservationState, Stamp, Success};
 use holdfast_raft_store::ShardStorage;
 use raft::RawNode;
 use std::collections::BTreeMap;
@@ -182,6 +185,67 @@ impl Shard {
         }
         let queued = std::mem::take(&mut self.queued);
         fail(queued.into_iter().map(|(_, waiter)| waiter).collect(), why);
+    }
+
+    /// The whole applied state, or `None` when it has more than
+    /// `items_max` rows plus reservations (a dump is for test-sized states).
+    pub fn dump(&self, items_max: usize) -> Option<ShardDump> {
+        let e = &self.engine;
+        if e.row_count() + e.reservation_count() > items_max {
+            return None;
+        }
+        let row_key = |row: holdfast_engine::RowId| {
+            let r = e.row(row);
+            (
+                e.sku_name(r.sku).to_string(),
+                e.location(r.location).name.to_string(),
+            )
+        };
+        let rows = e
+            .row_ids()
+            .map(|id| {
+                let r = e.row(id);
+                let (sku, location) = row_key(id);
+                DumpRow {
+                    sku,
+                    location,
+                    on_hand: r.on_hand,
+                    held: r.held,
+                    safety_stock: r.safety_stock,
+                    backorder_allowance: r.backorder_allowance,
+                }
+            })
+            .collect();
+        let mut reservations: Vec<DumpReservation> = e
+            .reservations()
+            .map(|(id, r)| DumpReservation {
+                id,
+                state: match r.state {
+                    ReservationState::Pending => "pending",
+                    ReservationState::Confirmed => "confirmed",
+                    ReservationState::Released => "released",
+                    ReservationState::Expired => "expired",
+                },
+                owner: r.owner().to_string(),
+                customer: r.customer().to_string(),
+                expires_at_ms: r.expires_at_ms,
+                lines: r
+                    .lines
+                    .iter()
+                    .map(|l| {
+                        let (sku, location) = row_key(l.row);
+                        (sku, location, i64::from(l.quantity), i64::from(l.confirmed))
+                    })
+                    .collect(),
+            })
+            .collect();
+        reservations.sort_by_key(|r| r.id);
+        Some(ShardDump {
+            applied: self.applied,
+            digest: e.state_digest(),
+            rows,
+            reservations,
+        })
     }
 
     /// Reads rows from the applied state.

@@ -127,7 +127,7 @@ impl SnapshotSender {
             return;
         };
         let send = SnapshotSend {
-            identity: self.identity,
+            identity: self.identity.clone(),
             shard,
             to,
             endpoint: endpoint.clone(),
