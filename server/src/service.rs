@@ -14,6 +14,7 @@ use crate::node::{NodeHandle, SubmitError};
 use crate::pb::inventory as pb;
 use crate::pb::inventory::inventory_client::InventoryClient;
 use crate::status::{self, RefusalContext};
+use futures_util::future::join_all;
 use holdfast_engine::{self as engine, shard_of, Command, CommandKind, Outcome, Success};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use tokio::sync::oneshot;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
+use tonic_types::StatusExt;
 
 /// Rows one `GetAvailability` may ask for.
 pub const AVAILABILITY_ROWS_MAX: usize = 1_000;
@@ -233,6 +235,66 @@ impl InventoryService {
     }
 }
 
+/// Items a `ReserveBatch` may carry.
+pub const RESERVE_BATCH_MAX: usize = 1_000;
+
+/// One failed batch item, as the status a single call would have returned.
+fn item_error(s: &Status) -> pb::ReserveBatchResult {
+    let info = s.get_details_error_info();
+    pb::ReserveBatchResult {
+        result: Some(pb::reserve_batch_result::Result::Error(pb::ItemError {
+            code: s.code() as i32,
+            message: s.message().to_string(),
+            reason: info.as_ref().map(|i| i.reason.clone()).unwrap_or_default(),
+            metadata: info
+                .map(|i| i.metadata.into_iter().collect())
+                .unwrap_or_default(),
+        })),
+    }
+}
+
+fn item_reserved(r: pb::ReserveResponse) -> pb::ReserveBatchResult {
+    pb::ReserveBatchResult {
+        result: Some(pb::reserve_batch_result::Result::Reserved(r)),
+    }
+}
+
+impl InventoryService {
+    /// Sends `items` to `leader` as one forwarded batch; if the leader
+    /// cannot be reached, every item gets that error.
+    async fn forward_batch(
+        &self,
+        leader: u64,
+        items: Vec<pb::ReserveRequest>,
+    ) -> Vec<pb::ReserveBatchResult> {
+        let count = items.len();
+        let shard = items
+            .first()
+            .and_then(|r| r.lines.first())
+            .map_or(0, |l| shard_of(&l.sku, self.node.shards));
+        let request = Request::new(pb::ReserveBatchRequest {
+            reservations: items,
+        });
+        match self
+            .forward(leader, shard, &request, |mut c, req| async move {
+                c.reserve_batch(req).await
+            })
+            .await
+        {
+            Ok(response) if response.get_ref().results.len() == count => {
+                response.into_inner().results
+            }
+            Ok(_) => vec![
+                item_error(&Status::internal(
+                    "the leader answered another number of items"
+                ));
+                count
+            ],
+            Err(s) => vec![item_error(&s); count],
+        }
+    }
+}
+
 /// Where an RPC was served.
 enum Executed<Resp> {
     /// Applied here.
@@ -326,6 +388,71 @@ impl pb::inventory_server::Inventory for InventoryService {
             }),
             _ => None,
         })
+    }
+
+    async fn reserve_batch(
+        &self,
+        request: Request<pb::ReserveBatchRequest>,
+    ) -> Result<Response<pb::ReserveBatchResponse>, Status> {
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let items = request.into_inner().reservations;
+        if items.is_empty() || items.len() > RESERVE_BATCH_MAX {
+            return Err(status::invalid(
+                "reservations",
+                &format!(
+                    "must hold 1..={RESERVE_BATCH_MAX} items, not {}",
+                    items.len()
+                ),
+            ));
+        }
+        // Items whose shard another node leads go there, one batch per
+        // leader; the rest run here, all at once, so that each shard's
+        // share lands in one log entry.
+        let mut local = Vec::new();
+        let mut remote: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            let leader = item
+                .lines
+                .first()
+                .and_then(|l| self.node.routing.leader(shard_of(&l.sku, self.node.shards)));
+            match leader {
+                Some(l) if l != self.node.id && !forwarded && !self.faults.is_blocked(l) => {
+                    remote.entry(l).or_default().push(i)
+                }
+                _ => local.push(i),
+            }
+        }
+        let local_calls = join_all(local.iter().map(|&i| {
+            let mut one = Request::new(items[i].clone());
+            if forwarded {
+                one.metadata_mut()
+                    .insert(FORWARDED, MetadataValue::from_static("1"));
+            }
+            self.reserve(one)
+        }));
+        let remote_calls = join_all(remote.iter().map(|(&leader, indexes)| {
+            let part = indexes.iter().map(|&i| items[i].clone()).collect();
+            self.forward_batch(leader, part)
+        }));
+        let (local_results, remote_results) = tokio::join!(local_calls, remote_calls);
+        let mut results = vec![None; items.len()];
+        for (&i, r) in local.iter().zip(local_results) {
+            results[i] = Some(match r {
+                Ok(response) => item_reserved(response.into_inner()),
+                Err(s) => item_error(&s),
+            });
+        }
+        for (indexes, part) in remote.values().zip(remote_results) {
+            for (&i, r) in indexes.iter().zip(part) {
+                results[i] = Some(r);
+            }
+        }
+        Ok(Response::new(pb::ReserveBatchResponse {
+            results: results
+                .into_iter()
+                .map(|r| r.expect("every item answered"))
+                .collect(),
+        }))
     }
 
     async fn confirm(

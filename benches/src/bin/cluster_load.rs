@@ -61,6 +61,10 @@ struct Args {
     /// turns, group commits and their mean time, commands per entry).
     #[arg(long)]
     driver_work: bool,
+    /// Reservations per call: 1 sends `Reserve`, more send `ReserveBatch`
+    /// (latency is then per call, throughput per reservation).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
 }
 
 /// The cluster under test and the temp dir that holds its data.
@@ -260,6 +264,64 @@ struct LevelResult {
     elapsed: Duration,
 }
 
+/// One caller's next call: `batch` reservations (1: a plain `Reserve`)
+/// on SKUs of one shard. Returns (reserved, failed) item counts.
+async fn one_call(
+    clients: &[InventoryClient<Channel>],
+    scenario: &str,
+    batch: usize,
+    caller: usize,
+    n: u64,
+    tag: &str,
+) -> (u64, u64) {
+    let id = |k: usize| format!("{tag}-c{caller}-{n}-{k}");
+    let pick = |k: usize| {
+        sku(
+            scenario,
+            (caller as u64) * 7_919 + (n * batch as u64 + k as u64) * 104_729,
+        )
+    };
+    let first = pick(0);
+    let shard = holdfast_engine::shard_of(&first, SHARDS) as usize;
+    let mut client = clients[shard].clone();
+    if batch == 1 {
+        return match client.reserve(reserve_request(id(0), caller, first)).await {
+            Ok(_) => (1, 0),
+            Err(_) => (0, 1),
+        };
+    }
+    // Keep every item on the first item's shard, so the batch goes to one
+    // leader and is not split and forwarded.
+    let reservations: Vec<pb::ReserveRequest> = (0..)
+        .map(pick)
+        .filter(|s| holdfast_engine::shard_of(s, SHARDS) as usize == shard)
+        .take(batch)
+        .enumerate()
+        .map(|(k, s)| reserve_request(id(k), caller, s))
+        .collect();
+    match client
+        .reserve_batch(pb::ReserveBatchRequest { reservations })
+        .await
+    {
+        Ok(r) => {
+            let ok = r
+                .get_ref()
+                .results
+                .iter()
+                .filter(|i| {
+                    matches!(
+                        i.result,
+                        Some(pb::reserve_batch_result::Result::Reserved(_))
+                    )
+                })
+                .count() as u64;
+            (ok, batch as u64 - ok)
+        }
+        Err(_) => (0, batch as u64),
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one level's knobs, named at the call
 async fn run_level(
     leader_ports: &[u16],
     scenario: &str,
@@ -267,6 +329,7 @@ async fn run_level(
     seconds: u64,
     level: usize,
     tag: &'static str,
+    batch: usize,
 ) -> LevelResult {
     let clients: Vec<InventoryClient<Channel>> = leader_ports
         .iter()
@@ -282,26 +345,17 @@ async fn run_level(
             let mut hist = Histogram::<u64>::new(3).expect("histogram");
             let (mut ok, mut errors) = (0u64, 0u64);
             let mut n = 0u64;
+            let tag = format!("{tag}-l{level}");
             while Instant::now() < deadline {
                 n += 1;
-                let sku = sku(&scenario, (caller as u64) * 7_919 + n * 104_729);
-                let shard = holdfast_engine::shard_of(&sku, SHARDS) as usize;
-                let mut client = clients[shard].clone();
                 let t = Instant::now();
-                let r = client
-                    .reserve(reserve_request(
-                        format!("{tag}-l{level}-c{caller}-{n}"),
-                        caller,
-                        sku,
-                    ))
-                    .await;
+                let (reserved, failed) =
+                    one_call(&clients, &scenario, batch, caller, n, &tag).await;
                 let us = t.elapsed().as_micros() as u64;
-                match r {
-                    Ok(_) => {
-                        ok += 1;
-                        let _ = hist.record(us.max(1));
-                    }
-                    Err(_) => errors += 1,
+                ok += reserved;
+                errors += failed;
+                if failed == 0 {
+                    let _ = hist.record(us.max(1));
                 }
             }
             (ok, errors, hist)
@@ -448,8 +502,8 @@ fn main() {
             fsync.value_at_quantile(0.99) as f64 / 1e3
         );
         println!(
-            "cluster-load: {} node(s), {} shards, fsync on, scenario {}, {} s per level, single-line reserves to the shard leader, one HTTP/2 connection per target",
-            args.nodes, SHARDS, args.scenario, args.seconds
+            "cluster-load: {} node(s), {} shards, fsync on, scenario {}, {} s per level, single-line reserves to the shard leader, {} per call, one HTTP/2 connection per target",
+            args.nodes, SHARDS, args.scenario, args.seconds, args.batch
         );
         let both = with_floor && with_cluster;
         let mut commit_vs_floor = None;
@@ -464,7 +518,7 @@ fn main() {
             let floor_result = match &floor {
                 Some(f) => {
                     let ports = vec![f.port; SHARDS as usize];
-                    let r = run_level(&ports, &args.scenario, callers, args.seconds, i, "floor").await;
+                    let r = run_level(&ports, &args.scenario, callers, args.seconds, i, "floor", args.batch).await;
                     print_row("floor", callers, &r, None);
                     Some(r)
                 }
@@ -473,7 +527,7 @@ fn main() {
             if let Some(c) = &cluster {
                 let leader_ports = c.nodes.balanced_leaders().await;
                 let before = driver_counters(c).await;
-                let r = run_level(&leader_ports, &args.scenario, callers, args.seconds, i, "hf").await;
+                let r = run_level(&leader_ports, &args.scenario, callers, args.seconds, i, "hf", args.batch).await;
                 let after = driver_counters(c).await;
                 let ratio = floor_result.as_ref().map(|f| r.throughput() / f.throughput());
                 let name = format!("holdfast-{}n", args.nodes);
@@ -498,7 +552,7 @@ fn main() {
     drop(cluster);
     drop(floor);
     println!(
-        "reproduce: cargo build --release -p holdfast-server -p holdfast-bench && target/release/cluster-load --system {} --nodes {} --scenario {} --concurrency {} --seconds {}",
-        args.system, args.nodes, args.scenario, args.concurrency, args.seconds
+        "reproduce: cargo build --release -p holdfast-server -p holdfast-bench && target/release/cluster-load --system {} --nodes {} --scenario {} --concurrency {} --seconds {} --batch {}",
+        args.system, args.nodes, args.scenario, args.concurrency, args.seconds, args.batch
     );
 }

@@ -33,30 +33,48 @@ struct Args {
 /// Answers without doing any work.
 struct Floor;
 
+/// A reply of the same shape and size as the ledger's: one allocation per
+/// line and an id of the usual form.
+fn echo(request: pb::ReserveRequest) -> pb::ReserveResponse {
+    let allocations = request
+        .lines
+        .into_iter()
+        .map(|line| pb::Allocation {
+            sku: line.sku,
+            location: line.location.unwrap_or_default(),
+            quantity: line.quantity,
+            available_after: 0,
+        })
+        .collect();
+    pb::ReserveResponse {
+        reservation_id: "0-4294967296".into(),
+        allocations,
+        expires_at_ms: request.ttl_ms,
+    }
+}
+
 #[tonic::async_trait]
 impl Inventory for Floor {
     async fn reserve(
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
-        let request = request.into_inner();
-        // A reply of the same shape and size as the ledger's: one
-        // allocation per line and an id of the usual form.
-        let allocations = request
-            .lines
+        Ok(Response::new(echo(request.into_inner())))
+    }
+
+    async fn reserve_batch(
+        &self,
+        request: Request<pb::ReserveBatchRequest>,
+    ) -> Result<Response<pb::ReserveBatchResponse>, Status> {
+        let results = request
+            .into_inner()
+            .reservations
             .into_iter()
-            .map(|line| pb::Allocation {
-                sku: line.sku,
-                location: line.location.unwrap_or_default(),
-                quantity: line.quantity,
-                available_after: 0,
+            .map(|r| pb::ReserveBatchResult {
+                result: Some(pb::reserve_batch_result::Result::Reserved(echo(r))),
             })
             .collect();
-        Ok(Response::new(pb::ReserveResponse {
-            reservation_id: "0-4294967296".into(),
-            allocations,
-            expires_at_ms: request.ttl_ms,
-        }))
+        Ok(Response::new(pb::ReserveBatchResponse { results }))
     }
 
     async fn confirm(
