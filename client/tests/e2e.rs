@@ -1,0 +1,423 @@
+//! A 3-node cluster of real `holdfast-server` processes on 127.0.0.1, used
+//! through the client library only: stock, reserve, confirm, release,
+//! extend; every refusal as its typed error; a retry answered with the
+//! first answer (design §1.3); and a `kill -9` of a shard leader followed by
+//! a reserve that succeeds through the client's own retries (§1.4).
+//!
+//! The server binary: `$HOLDFAST_SERVER_BIN` if set, else this test builds
+//! it with the cargo that built the test (`cargo build -p holdfast-server`
+//! into the same target directory and profile; a no-op when `cargo test
+//! --workspace` already built it). Every wait polls with a deadline;
+//! children are killed and reaped on drop.
+
+use holdfast_client::{
+    AdjustStock, Client, ClientOptions, Confirm, Consistency, Error, Extend, Release, Reserve,
+    RowKey, UpsertLocation,
+};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tempfile::TempDir;
+
+/// Longest any wait of these tests may take.
+const DEADLINE: Duration = Duration::from_secs(60);
+const SHARDS: u32 = 2;
+const SKU: &str = "SKU-1";
+
+/// The two tests start a cluster each; one at a time keeps elections quick
+/// on a small machine.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Builds (if needed) and locates `holdfast-server`.
+fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("HOLDFAST_SERVER_BIN") {
+            return PathBuf::from(path);
+        }
+        // This test runs as <target>/<profile dir>/deps/e2e-<hash>.
+        let exe = std::env::current_exe().expect("own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("<target>/<profile>/deps");
+        let target_dir = profile_dir.parent().expect("<target>");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("release") => "release",
+            // `cargo test` builds with the `test` profile into `debug/`.
+            _ => "test",
+        };
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "holdfast-server", "--bin"])
+            .arg("holdfast-server")
+            .arg("--profile")
+            .arg(profile)
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target_dir)
+            .status()
+            .expect("run cargo build -p holdfast-server");
+        assert!(status.success(), "cargo build -p holdfast-server failed");
+        let binary = profile_dir.join("holdfast-server");
+        assert!(binary.exists(), "{} is missing", binary.display());
+        binary
+    })
+}
+
+struct Cluster {
+    ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        let binary = server_binary();
+        let mut c = Cluster {
+            ports: (0..n).map(|_| free_port()).collect(),
+            children: (0..n).map(|_| None).collect(),
+            dir: TempDir::new().expect("temp dir"),
+        };
+        for i in 0..n {
+            c.spawn(binary, i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, binary: &Path, i: usize) {
+        let peers: Vec<String> = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(j, p)| format!("{}=127.0.0.1:{p}", j + 1))
+            .collect();
+        let child = Command::new(binary)
+            .args(["--id", &(i + 1).to_string()])
+            .args(["--listen", &format!("127.0.0.1:{}", self.ports[i])])
+            .args(["--peers", &peers.join(",")])
+            .args(["--shards", &SHARDS.to_string()])
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("n{}", i + 1)))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn holdfast-server");
+        self.children[i] = Some(child);
+    }
+
+    /// SIGKILL, as a crash.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn addresses(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// A client once some node answers (the processes are starting).
+    async fn client(&self) -> Client {
+        let started = Instant::now();
+        loop {
+            match Client::connect(&self.addresses(), ClientOptions::default()).await {
+                Ok(c) => return c,
+                Err(e) => assert!(started.elapsed() < DEADLINE, "no node answered: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The location and 10 units of SKU at it. The first calls may meet a
+/// cluster still electing leaders: the client retries them (a longer
+/// deadline than the default, for a loaded machine).
+async fn stock(client: &Client, units: i64) {
+    let setup = client.with_deadline(DEADLINE);
+    setup
+        .upsert_location(UpsertLocation::new("berlin", "eu", 1).request_id("loc-berlin"))
+        .await
+        .expect("location");
+    let adjusted = setup
+        .adjust_stock(AdjustStock::new(SKU, "berlin", units).request_id("stock-1"))
+        .await
+        .expect("stock");
+    assert_eq!((adjusted.on_hand, adjusted.available), (units, units));
+}
+
+fn one(quantity: i64) -> Reserve {
+    Reserve::new("cart-1", "customer-1").line_at(SKU, quantity, "berlin")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_calls_and_their_typed_refusals_through_the_client() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3);
+    let client = cluster.client().await;
+    assert_eq!(client.shards(), Some(SHARDS));
+    stock(&client, 10).await;
+
+    // Reserve, and retry with the same request id: the first answer (§1.3).
+    let first = client
+        .reserve(one(3).request_id("r-1"))
+        .await
+        .expect("reserved");
+    assert_eq!(first.request_id, "r-1");
+    assert_eq!(first.allocations.len(), 1);
+    assert_eq!(first.allocations[0].available_after, 7);
+    let again = client
+        .reserve(one(3).request_id("r-1"))
+        .await
+        .expect("retry");
+    assert_eq!(again, first, "a retry gets the first answer");
+    let rows = client
+        .get_availability(vec![RowKey::at(SKU, "berlin")], Consistency::Linearizable)
+        .await
+        .expect("read");
+    assert_eq!(
+        (rows[0].on_hand, rows[0].held),
+        (10, 3),
+        "held once: {rows:?}"
+    );
+
+    // The same id with another body.
+    let err = client
+        .reserve(one(4).request_id("r-1"))
+        .await
+        .expect_err("id reused");
+    assert_eq!(
+        err,
+        Error::RequestIdMismatch {
+            request_id: "r-1".into()
+        }
+    );
+
+    // Out of stock, with its figures.
+    let err = client.reserve(one(100)).await.expect_err("too many");
+    let Error::OutOfStock {
+        sku,
+        location,
+        requested,
+        available,
+        as_of_index,
+        ..
+    } = err
+    else {
+        panic!("not out of stock: {err:?}");
+    };
+    assert_eq!((sku.as_str(), location.as_deref()), (SKU, Some("berlin")));
+    assert_eq!((requested, available), (100, 7));
+    assert!(as_of_index > 0);
+
+    // Invalid arguments name their field.
+    let err = client.reserve(one(0)).await.expect_err("zero units");
+    assert!(
+        matches!(&err, Error::InvalidArgument { field, .. } if field == "lines[0].quantity"),
+        "{err:?}"
+    );
+    let err = client
+        .extend(Extend::new(&first.reservation_id, 5))
+        .await
+        .expect_err("5 ms");
+    assert!(
+        matches!(&err, Error::InvalidArgument { field, .. } if field == "ttl_ms"),
+        "{err:?}"
+    );
+
+    // Unknown reservation and location.
+    let err = client
+        .confirm(Confirm::all("0-999999"))
+        .await
+        .expect_err("no such reservation");
+    assert!(matches!(err, Error::ReservationNotFound { .. }), "{err:?}");
+    let err = client
+        .adjust_stock(AdjustStock::new(SKU, "nowhere", 1))
+        .await
+        .expect_err("no such location");
+    assert!(matches!(err, Error::LocationNotFound { .. }), "{err:?}");
+
+    // Extend, then confirm; a second confirm finds it not pending.
+    let extended = client
+        .extend(Extend::new(&first.reservation_id, 3_600_000))
+        .await
+        .expect("extended");
+    assert!(extended.expires_at_ms > first.expires_at_ms);
+    assert!(extended.expires_at_ms >= now_ms() + 3_500_000);
+    let confirmed = client
+        .confirm(Confirm::all(&first.reservation_id))
+        .await
+        .expect("confirmed");
+    assert_eq!(
+        (confirmed.units_confirmed, confirmed.units_released),
+        (3, 0)
+    );
+    let err = client
+        .confirm(Confirm::all(&first.reservation_id))
+        .await
+        .expect_err("confirmed twice");
+    assert_eq!(
+        err,
+        Error::ReservationNotPending {
+            state: "CONFIRMED".into()
+        }
+    );
+
+    // Reserve and release; the stock is whole again.
+    let second = client.reserve(one(2)).await.expect("reserved");
+    let released = client
+        .release(Release::new(&second.reservation_id))
+        .await
+        .expect("released");
+    assert_eq!(released.units_released, 2);
+    let err = client
+        .release(Release::new(&second.reservation_id))
+        .await
+        .expect_err("released twice");
+    assert!(
+        matches!(&err, Error::ReservationNotPending { state } if state == "RELEASED"),
+        "{err:?}"
+    );
+    let rows = client
+        .get_availability(vec![RowKey::sku(SKU)], Consistency::Linearizable)
+        .await
+        .expect("read");
+    assert_eq!(
+        (rows[0].on_hand, rows[0].held, rows[0].available),
+        (7, 0, 7),
+        "3 sold, 2 released: {rows:?}"
+    );
+    // A stale read from any node catches up to it.
+    let started = Instant::now();
+    loop {
+        let rows = client
+            .get_availability(vec![RowKey::sku(SKU)], Consistency::Stale)
+            .await
+            .expect("stale read");
+        if rows.first().map(|r| r.available) == Some(7) {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "stale reads lag: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
+    }
+
+    // The client learned the shard's leader and sends calls straight to it.
+    let shard = client.shard_of(SKU).expect("shards known");
+    let started = Instant::now();
+    loop {
+        let status = client.cluster_status(false).await;
+        let leader = status
+            .leader_of(shard)
+            .and_then(|(_, a)| a.map(str::to_string));
+        if leader.is_some() && leader == client.cached_leader(shard) {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "cached {:?}, status {status:?}",
+            client.cached_leader(shard)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_survived_by_the_clients_retries() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3);
+    let client = cluster.client().await;
+    stock(&client, 100).await;
+    let first = client
+        .reserve(one(1).request_id("before-kill"))
+        .await
+        .expect("reserved");
+    assert_eq!(first.allocations[0].available_after, 99);
+
+    // Wait until every node agrees on the shard's leader, and the client
+    // has it cached.
+    let shard = client.shard_of(SKU).expect("shards known");
+    let started = Instant::now();
+    let leader_address = loop {
+        let status = client.cluster_status(false).await;
+        let leaders: Vec<Option<u64>> = status
+            .nodes
+            .iter()
+            .map(|n| n.shards.get(shard as usize).and_then(|s| s.leader))
+            .collect();
+        let agreed = leaders.len() == 3 && leaders.iter().all(|l| l.is_some() && *l == leaders[0]);
+        let cached = client.cached_leader(shard);
+        let reported = status
+            .leader_of(shard)
+            .and_then(|(_, a)| a.map(str::to_string));
+        if let Some(cached) = cached.filter(|c| agreed && Some(c) == reported.as_ref()) {
+            break cached;
+        }
+        assert!(started.elapsed() < DEADLINE, "no agreed leader: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await; // polling interval
+    };
+    let victim = cluster
+        .addresses()
+        .iter()
+        .position(|a| *a == leader_address)
+        .expect("the leader is one of ours");
+    cluster.kill(victim);
+
+    // The cached leader is dead: the first attempt fails, the client
+    // retries elsewhere until a new leader takes the reserve.
+    let before = client.stats();
+    let second = client
+        .reserve(one(1).request_id("after-kill"))
+        .await
+        .expect("reserved through retries");
+    let after = client.stats();
+    assert_eq!(
+        second.allocations[0].available_after, 98,
+        "the first hold survived the kill (§1.4)"
+    );
+    assert!(
+        after.attempts - before.attempts >= 2 && after.node_failures > before.node_failures,
+        "not retried: {before:?} → {after:?}"
+    );
+    assert_ne!(
+        client.cached_leader(shard).as_deref(),
+        Some(leader_address.as_str())
+    );
+
+    // The request before the kill, retried: its first answer (§1.3).
+    let again = client
+        .reserve(one(1).request_id("before-kill"))
+        .await
+        .expect("retry");
+    assert_eq!(again.reservation_id, first.reservation_id);
+    assert_eq!(again.allocations, first.allocations);
+}
