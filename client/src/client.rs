@@ -268,6 +268,65 @@ impl Client {
         Ok(Reservation::from_pb(request_id, r))
     }
 
+    /// Many independent reservations in one call (`ReserveBatch`, at most
+    /// 1,000): one answer per item, in order, each what `reserve` would
+    /// have returned. The call goes to the leader of the first item's
+    /// shard (the node sends items of other shards on to their leaders);
+    /// it is retried whole like any call, which is safe since every item
+    /// keeps its request id. Items that failed with a retryable error
+    /// (`Error::is_retryable`) can be sent again with the same ids.
+    pub async fn reserve_batch(
+        &self,
+        requests: Vec<Reserve>,
+    ) -> Result<Vec<Result<Reservation, Error>>, Error> {
+        let ids: Vec<String> = requests
+            .iter()
+            .map(|r| r.request_id.clone().unwrap_or_else(new_request_id))
+            .collect();
+        let route = Route::Skus(
+            requests
+                .iter()
+                .flat_map(|r| r.lines.iter().take(1))
+                .take(1)
+                .map(|l| l.sku.clone())
+                .collect(),
+        );
+        let message = pb::ReserveBatchRequest {
+            reservations: requests
+                .iter()
+                .zip(&ids)
+                .map(|(r, id)| r.to_pb(id.clone()))
+                .collect(),
+        };
+        let r = self
+            .unary(route, None, message, |ch, rq| async move {
+                InventoryClient::new(ch).reserve_batch(rq).await
+            })
+            .await?;
+        if r.results.len() != ids.len() {
+            return Err(Error::from_status(
+                &Status::internal("the node answered another number of items"),
+                None,
+            ));
+        }
+        Ok(r.results
+            .into_iter()
+            .zip(ids)
+            .map(|(item, id)| match item.result {
+                Some(pb::reserve_batch_result::Result::Reserved(r)) => {
+                    Ok(Reservation::from_pb(id, r))
+                }
+                Some(pb::reserve_batch_result::Result::Error(e)) => {
+                    Err(Error::from_item(&e, Some(&id)))
+                }
+                None => Err(Error::from_status(
+                    &Status::internal("an item came back empty"),
+                    Some(&id),
+                )),
+            })
+            .collect())
+    }
+
     /// Turns a pending reservation into a sale (`Confirm`).
     pub async fn confirm(&self, request: Confirm) -> Result<Confirmed, Error> {
         let request_id = request.request_id.unwrap_or_else(new_request_id);

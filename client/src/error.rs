@@ -227,6 +227,25 @@ impl Error {
 
     /// Decodes a status answered to a call whose request id is
     /// `request_id` (mutating calls; named in `RequestIdMismatch`).
+    /// The typed error of one failed `ReserveBatch` item: the same as a
+    /// single `Reserve` answered with that status would give.
+    pub fn from_item(item: &crate::pb::inventory::ItemError, request_id: Option<&str>) -> Error {
+        let status = Status::with_error_details(
+            Code::from_i32(item.code),
+            item.message.clone(),
+            tonic_types::ErrorDetails::with_error_info(
+                item.reason.clone(),
+                ERROR_DOMAIN,
+                item.metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<std::collections::HashMap<_, _>>(),
+            ),
+        );
+        Error::from_status(&status, request_id)
+    }
+
+    /// Decodes a status from a node into the typed error.
     pub fn from_status(status: &Status, request_id: Option<&str>) -> Error {
         let info = status
             .get_details_error_info()

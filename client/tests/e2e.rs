@@ -211,6 +211,53 @@ async fn ledger_calls_and_their_typed_refusals_through_the_client() {
         "held once: {rows:?}"
     );
 
+    // A batch: each item answered as a Reserve would be, in order, and its
+    // retry gets the first answers. 7 units are left: of three holds of 3,
+    // two fit and one is out of stock (which one is not promised: items
+    // of a batch apply in no promised order).
+    let batch = || {
+        vec![
+            one(3).request_id("b-1"),
+            one(3).request_id("b-2"),
+            one(3).request_id("b-3"),
+        ]
+    };
+    let results = client.reserve_batch(batch()).await.expect("batch");
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        2,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|r| matches!(r, Err(Error::OutOfStock { requested: 3, .. }))),
+        "{results:?}"
+    );
+    for (r, id) in results.iter().zip(["b-1", "b-2", "b-3"]) {
+        if let Ok(r) = r {
+            assert_eq!(r.request_id, id, "answers come back in request order");
+        }
+    }
+    let again = client.reserve_batch(batch()).await.expect("batch retry");
+    for (first, retry) in results.iter().zip(&again) {
+        if first.is_ok() {
+            assert_eq!(first, retry, "a retried item gets its first answer");
+        }
+    }
+    let rows = client
+        .get_availability(vec![RowKey::at(SKU, "berlin")], Consistency::Linearizable)
+        .await
+        .expect("read");
+    assert_eq!(rows[0].held, 9, "the batch held 6 units, once: {rows:?}");
+    for r in results.into_iter().flatten() {
+        client
+            .release(Release::new(r.reservation_id))
+            .await
+            .expect("release the batch's holds");
+    }
+
     // The same id with another body.
     let err = client
         .reserve(one(4).request_id("r-1"))

@@ -80,6 +80,12 @@ impl Inventory for FakeNode {
             },
         }
     }
+    async fn reserve_batch(
+        &self,
+        _: Request<pb::ReserveBatchRequest>,
+    ) -> Result<Response<pb::ReserveBatchResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn confirm(
         &self,
         _: Request<pb::ConfirmRequest>,
