@@ -13,6 +13,8 @@
 //! data_dir = "/var/lib/holdfast"
 //! shards = 8
 //! cluster_id = 1
+//! metrics_listen = "127.0.0.1:9401"
+//! log_format = "json"
 //!
 //! [peers]
 //! 1 = "127.0.0.1:7401"
@@ -49,6 +51,31 @@ pub const DATA_DIR_DEFAULT: &str = "./holdfast-data";
 /// Node id and cluster id when nothing sets them.
 pub const ID_DEFAULT: u64 = 1;
 
+/// How log lines are written to stderr.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (time, level, target, fields).
+    #[default]
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// What a node serves and how, once flags, environment, file and defaults
+/// are merged and validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The node's configuration (identity, membership, storage, tuning).
+    pub node: NodeConfig,
+    /// gRPC listen address (clients and peers).
+    pub listen: SocketAddr,
+    /// Prometheus HTTP listen address; `None`: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
 /// What the command line (flags, or the `HOLDFAST_*` variables clap reads
 /// for them) set; `None`: not given there.
 #[derive(Debug, Default, Clone)]
@@ -65,21 +92,40 @@ pub struct Overrides {
     pub shards: Option<u32>,
     /// `--cluster-id`.
     pub cluster_id: Option<u64>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
 }
 
-/// The node's configuration and listen address: `overrides` over `file`
-/// over the defaults, then validated.
-pub fn resolve(
-    overrides: &Overrides,
-    file: &FileConfig,
-) -> Result<(NodeConfig, SocketAddr), String> {
-    let listen = match (overrides.listen, &file.listen) {
-        (Some(l), _) => l,
-        (None, Some(l)) => l
-            .parse()
-            .map_err(|_| format!("config file: listen {l:?} is not host:port"))?,
-        (None, None) => LISTEN_DEFAULT.parse().expect("valid default"),
+/// The file's address under `key`, parsed; `None` when the file has none.
+fn file_addr(key: &str, value: &Option<String>) -> Result<Option<SocketAddr>, String> {
+    value
+        .as_deref()
+        .map(|v| {
+            v.parse()
+                .map_err(|_| format!("config file: {key} {v:?} is not host:port"))
+        })
+        .transpose()
+}
+
+/// The node's settings: `overrides` over `file` over the defaults, then
+/// validated.
+pub fn resolve(overrides: &Overrides, file: &FileConfig) -> Result<Settings, String> {
+    let listen = match overrides.listen {
+        Some(l) => l,
+        None => file_addr("listen", &file.listen)?
+            .unwrap_or_else(|| LISTEN_DEFAULT.parse().expect("valid default")),
     };
+    let metrics_listen = match overrides.metrics_listen {
+        Some(l) => Some(l),
+        None => file_addr("metrics_listen", &file.metrics_listen)?,
+    };
+    if metrics_listen == Some(listen) {
+        return Err(format!(
+            "metrics_listen {listen} is the gRPC listen address; give it its own port"
+        ));
+    }
     let id = overrides.id.or(file.id).unwrap_or(ID_DEFAULT);
     let data_dir = overrides
         .data_dir
@@ -99,7 +145,12 @@ pub fn resolve(
         .or(file.cluster_id)
         .unwrap_or(ID_DEFAULT);
     config.validate()?;
-    Ok((config, listen))
+    Ok(Settings {
+        node: config,
+        listen,
+        metrics_listen,
+        log_format: overrides.log_format.or(file.log_format).unwrap_or_default(),
+    })
 }
 
 /// The file's contents: every setting optional.
@@ -118,6 +169,10 @@ pub struct FileConfig {
     pub cluster_id: Option<u64>,
     /// Every member: node id (as a TOML key) → `host:port`.
     pub peers: Option<BTreeMap<String, String>>,
+    /// Prometheus metrics HTTP listen address (`host:port`); absent: off.
+    pub metrics_listen: Option<String>,
+    /// Log line format: `"pretty"` or `"json"`.
+    pub log_format: Option<LogFormat>,
     /// Raft tuning.
     #[serde(default)]
     pub raft: RaftSection,
@@ -306,7 +361,8 @@ mod tests {
             "id = 2\nlisten = \"127.0.0.1:7402\"\nshards = 4\n[peers]\n1 = \"a:1\"\n2 = \"b:2\"\n3 = \"c:3\"\n",
         )
         .expect("valid");
-        let (config, listen) = resolve(&Overrides::default(), &file).expect("valid");
+        let settings = resolve(&Overrides::default(), &file).expect("valid");
+        let (config, listen) = (settings.node, settings.listen);
         assert_eq!((config.id, config.shards), (2, 4));
         assert_eq!(listen.to_string(), "127.0.0.1:7402");
         assert_eq!(config.peers.len(), 3);
@@ -319,7 +375,8 @@ mod tests {
             cluster_id: Some(5),
             ..Overrides::default()
         };
-        let (config, listen) = resolve(&flags, &file).expect("valid");
+        let settings = resolve(&flags, &file).expect("valid");
+        let (config, listen) = (settings.node, settings.listen);
         assert_eq!((config.id, config.shards, config.cluster_id), (3, 16, 5));
         assert_eq!(listen.to_string(), "127.0.0.1:9999");
         assert_eq!(config.peers[&3], "c:3", "peers still from the file");
@@ -327,10 +384,56 @@ mod tests {
 
     #[test]
     fn nothing_given_is_a_one_node_cluster_on_defaults() {
-        let (config, listen) = resolve(&Overrides::default(), &FileConfig::default()).expect("ok");
-        assert_eq!(listen.to_string(), LISTEN_DEFAULT);
-        assert_eq!(config.peers.len(), 1);
-        assert_eq!(config.peers[&ID_DEFAULT], LISTEN_DEFAULT);
+        let settings = resolve(&Overrides::default(), &FileConfig::default()).expect("ok");
+        assert_eq!(settings.listen.to_string(), LISTEN_DEFAULT);
+        assert_eq!(settings.node.peers.len(), 1);
+        assert_eq!(settings.node.peers[&ID_DEFAULT], LISTEN_DEFAULT);
+        assert_eq!(settings.metrics_listen, None, "metrics are off by default");
+        assert_eq!(settings.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn metrics_listen_and_log_format_come_from_the_file_unless_flags_say_otherwise() {
+        let file =
+            FileConfig::parse("metrics_listen = \"127.0.0.1:9401\"\nlog_format = \"json\"\n")
+                .expect("valid");
+        assert_eq!(file.log_format, Some(LogFormat::Json));
+        let settings = resolve(&Overrides::default(), &file).expect("valid");
+        assert_eq!(
+            settings.metrics_listen,
+            Some("127.0.0.1:9401".parse().expect("addr"))
+        );
+        assert_eq!(settings.log_format, LogFormat::Json);
+        let flags = Overrides {
+            metrics_listen: Some("127.0.0.1:9999".parse().expect("addr")),
+            log_format: Some(LogFormat::Pretty),
+            ..Overrides::default()
+        };
+        let settings = resolve(&flags, &file).expect("valid");
+        assert_eq!(
+            settings.metrics_listen,
+            Some("127.0.0.1:9999".parse().expect("addr"))
+        );
+        assert_eq!(settings.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn a_bad_metrics_listen_or_log_format_is_refused_by_name() {
+        let file = FileConfig::parse("metrics_listen = \"nine\"\n").expect("a string parses");
+        let e = resolve(&Overrides::default(), &file).expect_err("not host:port");
+        assert!(e.contains("metrics_listen") && e.contains("nine"), "{e}");
+        let e = FileConfig::parse("log_format = \"xml\"\n").expect_err("unknown format");
+        assert!(e.contains("log_format") || e.contains("xml"), "{e}");
+    }
+
+    #[test]
+    fn metrics_on_the_grpc_port_is_refused() {
+        let flags = Overrides {
+            metrics_listen: Some(LISTEN_DEFAULT.parse().expect("addr")),
+            ..Overrides::default()
+        };
+        let e = resolve(&flags, &FileConfig::default()).expect_err("same port");
+        assert!(e.contains("metrics_listen"), "{e}");
     }
 
     #[test]

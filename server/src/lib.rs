@@ -3,17 +3,22 @@
 //! Layout: `config` (what a node needs) and `config_file` (its TOML form), `node` (the driver thread that runs
 //! every shard's Raft group and ledger, and the handle to reach it),
 //! `log_codec` (commands in log entries), `ids` and `status` (the wire
-//! edge: ids and errors), `pb` (generated code).
+//! edge: ids and errors), `pb` (generated code); around the services:
+//! `health` (grpc.health.v1), `rpc_layer` (per-RPC metrics and the
+//! shutdown drain) and `telemetry` (the Prometheus exporter).
 #![deny(missing_docs)]
 
 pub mod admin;
 pub mod config;
 pub mod config_file;
 pub mod faults;
+pub mod health;
 pub mod ids;
 pub mod log_codec;
 pub mod node;
 pub mod pb;
+pub mod rpc_layer;
 pub mod service;
 pub mod status;
+pub mod telemetry;
 pub mod transport;

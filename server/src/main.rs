@@ -4,6 +4,11 @@
 //! port for clients and peers), `--peers 1=HOST:PORT,2=...` (every member,
 //! this node included), `--data-dir DIR`, `--shards N`. Without `--peers`
 //! it is a one-node cluster on embedded defaults.
+//!
+//! Besides the Holdfast services the gRPC port serves `grpc.health.v1`
+//! (`health`) and server reflection (v1 and v1alpha); `--metrics-listen`
+//! adds a Prometheus endpoint (`telemetry`). SIGTERM or SIGINT stops the
+//! node gracefully: see [`serve`].
 
 /// mimalloc instead of glibc malloc: the gRPC stack allocates per request,
 /// and glibc's malloc showed up at ~15% of its threads' time.
@@ -12,22 +17,39 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use holdfast_server::admin::AdminService;
-use holdfast_server::config::NodeConfig;
-use holdfast_server::config_file::{resolve, FileConfig, Overrides};
+use holdfast_server::config_file::{resolve, FileConfig, LogFormat, Overrides, Settings};
 use holdfast_server::faults::Faults;
-use holdfast_server::node::Node;
+use holdfast_server::health;
+use holdfast_server::node::{Node, NodeHandle};
+use holdfast_server::pb;
 use holdfast_server::pb::internal::admin_server::AdminServer;
 use holdfast_server::pb::inventory::inventory_server::InventoryServer;
+use holdfast_server::rpc_layer::{Drain, RpcMetricsLayer};
 use holdfast_server::service::InventoryService;
-use holdfast_server::transport::{raft_transport_server, GrpcTransport, RaftTransportService};
+use holdfast_server::telemetry::{self, NodeTelemetry};
+use holdfast_server::transport::{
+    raft_transport_server, GrpcTransport, RaftTransportService, TransportCounters,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Largest gRPC message a client may send (a 100-line reserve is ~20 KiB).
 const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
+/// Log filter when `RUST_LOG` is unset or invalid: our events at info,
+/// raft-rs's chatter (every vote and append rejection) only from warn up.
+const LOG_FILTER_DEFAULT: &str = "info,raft=warn";
+/// How long a graceful shutdown waits for in-flight unary RPCs, ms: past
+/// the clients' default 5 s deadline a call's answer is no longer awaited.
+const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+/// How long shutdown waits for the health task to report NOT_SERVING, ms.
+const HEALTH_STOP_MS: u64 = 1_000;
+/// How long the runtime is given to end its tasks after serving stopped.
+const RUNTIME_STOP_MS: u64 = 2_000;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,7 +58,17 @@ const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 20;
     about = "A node of a Holdfast inventory reservation cluster",
     after_help = "Precedence: flags, then HOLDFAST_* environment variables, then the --config \
 file, then the defaults shown. Raft and ledger tuning live in the config file \
-(see docs/operations.md)."
+(see docs/operations.md).
+
+Logs go to stderr; RUST_LOG sets the level per target [default: info,raft=warn].
+
+The gRPC port also serves grpc.health.v1.Health (SERVING once every shard has a \
+leader and this node has applied what it knows committed) and server reflection.
+
+SIGTERM or SIGINT: health turns NOT_SERVING, new client RPCs are refused with \
+UNAVAILABLE (Raft, health and reflection still answer), in-flight RPCs get up to 5 s \
+to finish (a second signal skips the wait), then the driver stops and the process \
+exits 0."
 )]
 struct Args {
     /// TOML configuration file (membership, storage, Raft and ledger tuning).
@@ -63,6 +95,14 @@ struct Args {
     /// cluster's data) [default: 1].
     #[arg(long, env = "HOLDFAST_CLUSTER_ID")]
     cluster_id: Option<u64>,
+    /// Address to serve Prometheus metrics on over HTTP (any path, e.g.
+    /// /metrics) [default: off].
+    #[arg(long, env = "HOLDFAST_METRICS_LISTEN", value_name = "HOST:PORT")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log line format on stderr: human-readable lines or one JSON object
+    /// per line [default: pretty].
+    #[arg(long, env = "HOLDFAST_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     /// Allow fault injection (network partitions through Admin.SetPartition)
     /// for chaos tests. Never on a production node [default: off].
     #[arg(long, env = "HOLDFAST_CHAOS_FAULTS")]
@@ -88,7 +128,7 @@ fn parse_peers(spec: &str) -> Result<BTreeMap<u64, String>, String> {
 
 /// Merges flags and environment (already merged by clap) over the file over
 /// the defaults.
-fn config(args: &Args) -> Result<(NodeConfig, SocketAddr), String> {
+fn settings(args: &Args) -> Result<Settings, String> {
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -100,45 +140,79 @@ fn config(args: &Args) -> Result<(NodeConfig, SocketAddr), String> {
         data_dir: args.data_dir.clone(),
         shards: args.shards,
         cluster_id: args.cluster_id,
+        metrics_listen: args.metrics_listen,
+        log_format: args.log_format,
     };
     resolve(&overrides, &file)
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Logs to stderr in `format`, filtered by `RUST_LOG`.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(LOG_FILTER_DEFAULT));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+/// SIGTERM and SIGINT, caught from the moment they are created (inside the
+/// runtime) instead of killing the process.
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let args = Args::parse();
-    let (config, listen) = match config(&args) {
-        Ok(c) => c,
+    let settings = match settings(&args) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("holdfast-server: {e}");
             return ExitCode::from(2);
         }
     };
+    init_logging(settings.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // Signals and the metrics recorder first: the driver takes its metric
+    // handles when it starts, and a signal from here on stops gracefully.
+    let started = {
+        let _inside = runtime.enter();
+        let signals = Signals::new().map_err(|e| format!("cannot catch signals: {e}"));
+        let metrics = settings.metrics_listen.map(telemetry::install).transpose();
+        signals.and_then(|s| metrics.map(|_| s))
+    };
+    let signals = match started {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("holdfast-server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let config = settings.node.clone();
     let faults = Arc::new(Faults::new(args.chaos_faults));
     if args.chaos_faults {
         tracing::warn!("fault injection is on (--chaos-faults): for chaos tests only");
@@ -150,8 +224,7 @@ fn main() -> ExitCode {
         runtime.handle().clone(),
     )
     .with_faults(faults.clone());
-    let peers = config.peers.clone();
-    let (id, cluster_id) = (config.id, config.cluster_id);
+    let sent = transport.counters();
     let node = match Node::start(config, Box::new(transport)) {
         Ok(n) => n,
         Err(e) => {
@@ -159,43 +232,135 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let handle = node.handle.clone();
-    let served = runtime.block_on(async move {
-        let inventory = InventoryServer::new(
-            InventoryService::new(handle.clone(), peers).with_faults(faults.clone()),
-        )
-        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
-        let admin = AdminServer::new(AdminService::new(handle.clone()).with_faults(faults.clone()));
-        let raft = raft_transport_server(
-            RaftTransportService::new(id, cluster_id, handle).with_faults(faults),
-        );
-        tracing::info!(listen = %listen, id, "serving");
-        let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(inventory)
-            .add_service(admin)
-            .add_service(raft)
-            .serve(listen);
-        // Peers' Raft streams never end by themselves, so a graceful drain
-        // would wait forever: on Ctrl-C/SIGTERM stop serving and let the
-        // runtime shut down below (full graceful shutdown: the API issue).
-        tokio::select! {
-            result = server => result.map_err(|e| e.to_string()),
-            _ = shutdown_signal() => Ok(()),
-        }
-    });
-    // Dropping the runtime ends every connection task and with them the
-    // handles they hold, so the driver's inbox closes.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    let served = runtime.block_on(serve(&settings, node.handle.clone(), sent, faults, signals));
+    // Dropping the runtime ends every connection task (peers' Raft streams
+    // included) and with them the handles they hold, so the driver's inbox
+    // closes.
+    runtime.shutdown_timeout(Duration::from_millis(RUNTIME_STOP_MS));
     if let Err(e) = served {
         eprintln!("holdfast-server: gRPC server failed: {e}");
         return ExitCode::from(1);
     }
     match node.stop() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("holdfast-server: driver stopped with an error: {e}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Every descriptor set the node serves: ours, health's and reflection's.
+const DESCRIPTOR_SETS: [&[u8]; 4] = [
+    pb::FILE_DESCRIPTOR_SET,
+    tonic_health::pb::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+];
+
+/// Services a closing node still serves: peers' Raft traffic (in-flight
+/// proposals need their acks, and a peer whose stream broke must be able
+/// to reconnect), health (which then says NOT_SERVING) and reflection.
+const KEPT_WHILE_CLOSING: [&str; 4] = [
+    pb::internal::raft_transport_server::SERVICE_NAME,
+    tonic_health::pb::health_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+];
+
+/// Serves gRPC until a signal, then shuts down gracefully:
+///
+/// 1. health turns NOT_SERVING (load balancers and clients move away) and
+///    every new RPC but those of [`KEPT_WHILE_CLOSING`] is refused with
+///    `UNAVAILABLE` (clients retry on another node);
+/// 2. wait until no unary RPC is in flight, at most [`SHUTDOWN_DRAIN_MS`]
+///    (a second signal cuts it short). The driver and peers' Raft streams
+///    keep running meanwhile, so proposals under way can still commit.
+///    Those streams never end by themselves, which is why the drain waits
+///    for the unary RPCs (`rpc_layer::Drain`) and not for every connection
+///    to close, and why the listener stays open: closing it (tonic's
+///    `serve_with_shutdown`) would keep a peer whose stream broke from
+///    reconnecting, and an in-flight proposal needing its ack would stall;
+/// 3. stop accepting connections and return; the caller drops the runtime
+///    (ending the remaining streams) and stops the driver.
+async fn serve(
+    settings: &Settings,
+    handle: NodeHandle,
+    sent: Arc<TransportCounters>,
+    faults: Arc<Faults>,
+    mut signals: Signals,
+) -> Result<(), String> {
+    let (id, cluster_id) = (settings.node.id, settings.node.cluster_id);
+    let (reporter, health_service) = health::reporter().await;
+    let reflection = || {
+        DESCRIPTOR_SETS[..2]
+            .iter()
+            .fold(tonic_reflection::server::Builder::configure(), |b, set| {
+                b.register_encoded_file_descriptor_set(set)
+            })
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| e.to_string())?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| e.to_string())?;
+    let drain = Arc::new(Drain::default());
+    let raft =
+        RaftTransportService::new(id, cluster_id, handle.clone()).with_faults(faults.clone());
+    let telemetry = settings
+        .metrics_listen
+        .map(|_| NodeTelemetry::new(handle.shards, &handle.routing, &sent, &raft.counters()));
+    let (stop_health, stop_rx) = tokio::sync::watch::channel(false);
+    let health_task = tokio::spawn(health::run(handle.clone(), reporter, telemetry, stop_rx));
+    let inventory = InventoryServer::new(
+        InventoryService::new(handle.clone(), settings.node.peers.clone())
+            .with_faults(faults.clone()),
+    )
+    .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(RpcMetricsLayer::new(
+            &DESCRIPTOR_SETS,
+            &KEPT_WHILE_CLOSING,
+            drain.clone(),
+        ))
+        .add_service(inventory)
+        .add_service(AdminServer::new(
+            AdminService::new(handle.clone()).with_faults(faults),
+        ))
+        .add_service(raft_transport_server(raft))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve(settings.listen);
+    let mut server = tokio::spawn(server);
+    tracing::info!(listen = %settings.listen, id, "serving");
+    let signal = tokio::select! {
+        result = &mut server => {
+            let _ = stop_health.send(true);
+            return match result {
+                Ok(Ok(())) => Err("the server stopped by itself".into()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("the server task failed: {e}")),
+            };
+        }
+        signal = signals.recv() => signal,
+    };
+    tracing::info!(
+        signal,
+        "shutting down: health NOT_SERVING, refusing new client RPCs"
+    );
+    drain.close();
+    let _ = stop_health.send(true);
+    let _ = tokio::time::timeout(Duration::from_millis(HEALTH_STOP_MS), health_task).await;
+    let in_flight = drain.active();
+    let drained = tokio::select! {
+        done = tokio::time::timeout(Duration::from_millis(SHUTDOWN_DRAIN_MS), drain.idle()) => {
+            if done.is_ok() { "every in-flight RPC finished" } else { "drain time ran out" }
+        }
+        _ = signals.recv() => "a second signal cut the drain short",
+    };
+    tracing::info!(in_flight, left = drain.active(), "{drained}; stopping");
+    server.abort();
+    Ok(())
 }

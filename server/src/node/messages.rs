@@ -182,6 +182,8 @@ pub struct ShardStatus {
     pub commit: u64,
     /// Applied index.
     pub applied: u64,
+    /// Term of the entry at the applied index.
+    pub applied_term: u64,
     /// State digest, if asked for.
     pub digest: Option<u128>,
     /// Reservations retained.

@@ -151,6 +151,17 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
+    /// Every shard's status as the driver sees it now (no digests), or why
+    /// it could not be asked. Cheap: O(shards) on the driver thread.
+    pub async fn status(&self) -> Result<Vec<messages::ShardStatus>, SubmitError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submit(Inbound::Status {
+            with_digest: false,
+            reply,
+        })?;
+        answer.await.map_err(|_| SubmitError::Stopped)
+    }
+
     /// Hands a request to the driver without blocking.
     pub fn submit(&self, msg: Inbound) -> Result<(), SubmitError> {
         self.inbox.try_send(msg).map_err(|e| match e {

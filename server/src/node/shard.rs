@@ -66,6 +66,11 @@ pub struct Shard {
     /// Raft index of the last applied entry (empty and membership entries
     /// included, unlike the engine's own applied index).
     pub applied: u64,
+    /// Term of the entry at `applied` (of the snapshot, when `applied` is a
+    /// snapshot's index). Equal to the current term once this node has
+    /// applied the leader's first entry of its term: it then holds every
+    /// entry the leader committed before (health's "caught up").
+    pub applied_term: u64,
     /// When the leader last checked for due holds.
     pub last_expire_check: Instant,
     /// Term and vote of the hard state last written with an fsync. A

@@ -8,6 +8,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Prometheus histogram of fsynced group-commit write times, seconds. The
+/// driver records each write into it through the `metrics` facade (a no-op
+/// until a recorder is installed, as `holdfast-server --metrics-listen`
+/// does before the node starts); the totals below carry the same writes as
+/// a count and a sum.
+pub const FSYNC_SECONDS_METRIC: &str = "holdfast_driver_fsync_seconds";
+
 /// Totals since the node started. Each field counts one thing; rates come
 /// from the difference of two readings.
 #[derive(Debug, Default)]
