@@ -24,6 +24,11 @@ use crate::pb::inventory::inventory_client::InventoryClient;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::routing::{shard_of, Topology};
 use crate::types::*;
+
+/// Metadata key marking a retry (attempt 2 and later of one call): the
+/// node then skips its sold-out pre-filter, whose quick refusal could hide
+/// an earlier attempt that applied (design §1.3).
+pub const RETRY_HEADER: &str = "x-holdfast-retry";
 use parking_lot::Mutex;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -570,6 +575,15 @@ impl Client {
             let timeout = inner.options.attempt_timeout.min(remaining);
             let mut request = Request::new(message.clone());
             request.set_timeout(timeout);
+            if attempts > 1 {
+                // A retry may follow an attempt that applied: the node must
+                // answer it from the ledger (the first answer), never from
+                // its sold-out pre-filter.
+                request.metadata_mut().insert(
+                    RETRY_HEADER,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+            }
             let status = match tokio::time::timeout(timeout, rpc(channel, request)).await {
                 Ok(Ok(response)) => {
                     inner.after_success(shard);

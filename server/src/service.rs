@@ -33,6 +33,10 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 /// Metadata key marking a request forwarded by another node (a forwarded
 /// request is never forwarded again: no loops).
 const FORWARDED: &str = "x-holdfast-forwarded";
+/// Metadata key a client sets on a retry. A retry may follow an attempt
+/// that applied, so it is answered by the ledger (the first answer, design
+/// §1.3), never by the sold-out pre-filter.
+pub const RETRY_HEADER: &str = "x-holdfast-retry";
 /// Metadata key restricting a fanned-out request (`UpsertLocation`) to one
 /// shard: set on the part forwarded to that shard's leader.
 const ONLY_SHARD: &str = "x-holdfast-shard";
@@ -260,6 +264,60 @@ fn item_reserved(r: pb::ReserveResponse) -> pb::ReserveBatchResult {
 }
 
 impl InventoryService {
+    /// The sold-out pre-filter (design §5, layer 1): refuses a reserve that
+    /// the shard's stock board, as of this node's applied state, says can
+    /// only fail: with ALL_OR_NOTHING, a line whose SKU (at its location,
+    /// or anywhere) has nothing promisable and nothing held that could come
+    /// back; with PARTIAL, every line so. No Raft round trip. Its refusal
+    /// carries `prefilter=true`: it describes the stock, not this request
+    /// id's history, which is why retries (`RETRY_HEADER`) skip it.
+    fn sold_out(
+        &self,
+        shard: u32,
+        r: &pb::ReserveRequest,
+        policy: engine::FillPolicy,
+    ) -> Option<Status> {
+        let board = self.node.routing.board(shard)?;
+        let mut sold_out = r.lines.iter().enumerate().filter_map(|(i, l)| {
+            board
+                .scarcity(&l.sku, l.location.as_deref())
+                .filter(|s| s.is_sold_out())
+                .map(|s| (i, l, s))
+        });
+        let (line, l, s) = match policy {
+            engine::FillPolicy::AllOrNothing => sold_out.next()?,
+            engine::FillPolicy::Partial => {
+                let all: Vec<_> = sold_out.collect();
+                if all.len() < r.lines.len() {
+                    return None;
+                }
+                all.into_iter().next()?
+            }
+        };
+        let location = l.location.clone().unwrap_or_default();
+        Some(status::status(
+            Code::FailedPrecondition,
+            format!(
+                "lines[{line}]: {} of {} requested, sold out at {} (as of log index {}; refused before the log)",
+                l.quantity,
+                l.sku,
+                if location.is_empty() { "every location" } else { &location },
+                s.as_of_index
+            ),
+            "OUT_OF_STOCK",
+            &[
+                ("line", line.to_string()),
+                ("sku", l.sku.clone()),
+                ("location", location),
+                ("requested", l.quantity.to_string()),
+                ("available", s.available.max(0).to_string()),
+                ("as_of_index", s.as_of_index.to_string()),
+                ("prefilter", "true".into()),
+                ("stale", "true".into()),
+            ],
+        ))
+    }
+
     /// Sends `items` to `leader` as one forwarded batch; if the leader
     /// cannot be reached, every item gets that error.
     async fn forward_batch(
@@ -346,6 +404,12 @@ impl pb::inventory_server::Inventory for InventoryService {
         let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
         let skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
         let shard = single_shard(&skus, self.node.shards)?;
+        let policy = fill_policy(r.policy)?;
+        if !request.metadata().contains_key(RETRY_HEADER) {
+            if let Some(refusal) = self.sold_out(shard, r, policy) {
+                return Err(refusal);
+            }
+        }
         let command = Command {
             request_id,
             kind: CommandKind::Reserve(engine::Reserve {
@@ -362,7 +426,7 @@ impl pb::inventory_server::Inventory for InventoryService {
                     })
                     .collect(),
                 ttl_ms: r.ttl_ms,
-                policy: fill_policy(r.policy)?,
+                policy,
                 allow_split: r.allow_split,
             }),
         };
