@@ -122,6 +122,12 @@ impl Inventory for FakeNode {
     ) -> Result<Response<pb::SetPolicyResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn get_reservation(
+        &self,
+        _: Request<pb::GetReservationRequest>,
+    ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_availability(
         &self,
         _: Request<pb::GetAvailabilityRequest>,

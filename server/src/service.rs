@@ -9,7 +9,7 @@
 
 use crate::faults::Faults;
 use crate::ids::{self, BadId};
-use crate::node::messages::{AppliedDetail, Inbound, ProposeResult, ReadResult};
+use crate::node::messages::{AppliedDetail, Inbound, ProposeResult, ReadQuery, ReadResult};
 use crate::node::{NodeHandle, SubmitError};
 use crate::pb::inventory as pb;
 use crate::pb::inventory::inventory_client::InventoryClient;
@@ -236,6 +236,40 @@ impl InventoryService {
                 as_of_index: detail.index,
             },
         )
+    }
+}
+
+/// A reservation read from the ledger, as the API shows it.
+fn reservation_to_pb(
+    wire_id: &str,
+    r: crate::node::messages::DumpReservation,
+    index: u64,
+) -> pb::GetReservationResponse {
+    let state = match r.state {
+        "pending" => pb::ReservationState::Pending,
+        "confirmed" => pb::ReservationState::Confirmed,
+        "released" => pb::ReservationState::Released,
+        "expired" => pb::ReservationState::Expired,
+        _ => pb::ReservationState::Unspecified,
+    };
+    pb::GetReservationResponse {
+        reservation_id: wire_id.to_string(),
+        state: state as i32,
+        owner_id: r.owner,
+        customer_id: r.customer,
+        lines: r
+            .lines
+            .into_iter()
+            .map(|(sku, location, quantity, confirmed)| pb::ReservedLine {
+                sku,
+                location,
+                quantity,
+                confirmed,
+            })
+            .collect(),
+        created_at_ms: r.created_at_ms,
+        expires_at_ms: r.expires_at_ms,
+        as_of_index: index,
     }
 }
 
@@ -741,6 +775,71 @@ impl pb::inventory_server::Inventory for InventoryService {
         })
     }
 
+    async fn get_reservation(
+        &self,
+        request: Request<pb::GetReservationRequest>,
+    ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        let r = request.get_ref();
+        let (shard, id) =
+            ids::reservation_from_wire(&r.reservation_id, self.node.shards).map_err(bad_id)?;
+        let linearizable = !matches!(
+            pb::Consistency::try_from(r.consistency),
+            Ok(pb::Consistency::Stale)
+        );
+        let (tx, rx) = oneshot::channel();
+        self.node
+            .submit(Inbound::Read {
+                shard,
+                query: ReadQuery::Reservation(id),
+                linearizable,
+                reply: tx,
+            })
+            .map_err(|_| Status::unavailable("node overloaded or stopping"))?;
+        match rx.await.map_err(|_| Status::unavailable("node stopped"))? {
+            ReadResult::Reservation {
+                reservation: Some(found),
+                index,
+            } => Ok(Response::new(reservation_to_pb(
+                &r.reservation_id,
+                found,
+                index,
+            ))),
+            ReadResult::Reservation {
+                reservation: None,
+                index,
+            } => Err(status::status(
+                Code::NotFound,
+                format!(
+                    "reservation_id: no reservation {} (as of log index {index})",
+                    r.reservation_id
+                ),
+                "RESERVATION_NOT_FOUND",
+                &[
+                    ("reservation_id", r.reservation_id.clone()),
+                    ("as_of_index", index.to_string()),
+                ],
+            )),
+            ReadResult::NotLeader { leader } => {
+                let forwarded = request.metadata().contains_key(FORWARDED);
+                match leader.filter(|&l| l != self.node.id && !forwarded) {
+                    Some(leader) => {
+                        self.forward(leader, shard, &request, |mut c, req| async move {
+                            c.get_reservation(req).await
+                        })
+                        .await
+                    }
+                    None => Err(status::unavailable(shard, None)),
+                }
+            }
+            ReadResult::Rows { .. } => {
+                Err(Status::internal("a reservation read answered with rows"))
+            }
+            ReadResult::TimedOut => Err(Status::deadline_exceeded(format!(
+                "shard {shard}: the read index did not arrive in time; retry"
+            ))),
+        }
+    }
+
     async fn get_availability(
         &self,
         request: Request<pb::GetAvailabilityRequest>,
@@ -773,7 +872,7 @@ impl pb::inventory_server::Inventory for InventoryService {
             self.node
                 .submit(Inbound::Read {
                     shard,
-                    keys: keys.clone(),
+                    query: ReadQuery::Rows(keys.clone()),
                     linearizable,
                     reply: tx,
                 })
@@ -807,6 +906,9 @@ impl pb::inventory_server::Inventory for InventoryService {
                         })
                         .await?;
                     out.extend(resp.into_inner().rows);
+                }
+                ReadResult::Reservation { .. } => {
+                    return Err(Status::internal("a row read answered with a reservation"))
                 }
                 ReadResult::TimedOut => {
                     return Err(Status::deadline_exceeded(format!(

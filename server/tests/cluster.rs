@@ -240,7 +240,10 @@ impl TestCluster {
         self.handle(id)
             .submit(Inbound::Read {
                 shard,
-                keys: vec![(sku.into(), Some("berlin".into()))],
+                query: holdfast_server::node::messages::ReadQuery::Rows(vec![(
+                    sku.into(),
+                    Some("berlin".into()),
+                )]),
                 linearizable: false,
                 reply: tx,
             })

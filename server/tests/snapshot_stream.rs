@@ -292,7 +292,10 @@ impl GrpcCluster {
         self.handle(id)
             .submit(Inbound::Read {
                 shard: SHARD,
-                keys: vec![(SKU.into(), Some("berlin".into()))],
+                query: holdfast_server::node::messages::ReadQuery::Rows(vec![(
+                    SKU.into(),
+                    Some("berlin".into()),
+                )]),
                 linearizable: false,
                 reply: tx,
             })

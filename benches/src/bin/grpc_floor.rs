@@ -119,6 +119,13 @@ impl Inventory for Floor {
         Err(Status::unimplemented("the floor only answers Reserve"))
     }
 
+    async fn get_reservation(
+        &self,
+        _: Request<pb::GetReservationRequest>,
+    ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        Err(Status::unimplemented("the floor only answers Reserve"))
+    }
+
     async fn get_availability(
         &self,
         _: Request<pb::GetAvailabilityRequest>,

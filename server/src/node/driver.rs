@@ -17,7 +17,7 @@
 //!
 //! The driver is the only owner of shard state, so apply needs no locks.
 
-use super::messages::{Inbound, ProposeResult, ReadResult, ShardStatus};
+use super::messages::{Inbound, ProposeResult, ReadQuery, ReadResult, ShardStatus};
 use super::shard::{PendingEntry, PendingRead, Shard};
 use super::stats::{DriverStats, FSYNC_SECONDS_METRIC};
 use super::{Routing, Transport};
@@ -216,10 +216,10 @@ impl Driver {
             }
             Inbound::Read {
                 shard,
-                keys,
+                query,
                 linearizable,
                 reply,
-            } => self.read(shard, keys, linearizable, reply),
+            } => self.read(shard, query, linearizable, reply),
             Inbound::Status { with_digest, reply } => {
                 let status = self
                     .shards
@@ -266,7 +266,7 @@ impl Driver {
     fn read(
         &mut self,
         shard: u32,
-        keys: Vec<(String, Option<String>)>,
+        query: ReadQuery,
         linearizable: bool,
         reply: tokio::sync::oneshot::Sender<ReadResult>,
     ) {
@@ -275,11 +275,7 @@ impl Driver {
             return;
         };
         if !linearizable {
-            let rows = s.read_rows(&keys);
-            let _ = reply.send(ReadResult::Rows {
-                rows,
-                index: s.applied,
-            });
+            let _ = reply.send(s.answer_read(&query));
             return;
         }
         if s.raw.raft.state != StateRole::Leader {
@@ -293,7 +289,7 @@ impl Driver {
         s.reads.insert(
             ctx,
             PendingRead {
-                keys,
+                query,
                 reply,
                 index: None,
                 deadline: Instant::now() + READ_INDEX_TIMEOUT,

@@ -32,8 +32,8 @@ pub enum Inbound {
     Read {
         /// The shard.
         shard: u32,
-        /// `(sku, location)`; a `None` location reads every location.
-        keys: Vec<(String, Option<String>)>,
+        /// What to read.
+        query: ReadQuery,
         /// Confirm leadership and wait for the read index first.
         linearizable: bool,
         /// Where the answer goes.
@@ -160,6 +160,14 @@ pub enum ReadResult {
         /// Applied index the rows reflect.
         index: u64,
     },
+    /// One reservation (`None`: unknown or no longer retained), as of
+    /// `index`.
+    Reservation {
+        /// The reservation, if the ledger has it.
+        reservation: Option<DumpReservation>,
+        /// Applied index it reflects.
+        index: u64,
+    },
     /// Not the leader (linearizable reads only).
     NotLeader {
         /// The leader, if known.
@@ -167,6 +175,16 @@ pub enum ReadResult {
     },
     /// The read index did not arrive in time; retry.
     TimedOut,
+}
+
+/// What a read asks of a shard's applied state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadQuery {
+    /// Stock rows: `(sku, location)`; a `None` location reads every
+    /// location of the SKU.
+    Rows(Vec<(String, Option<String>)>),
+    /// One reservation by the engine's id.
+    Reservation(ReservationId),
 }
 
 /// Status of one shard on this node.
@@ -236,6 +254,8 @@ pub struct DumpReservation {
     pub owner: String,
     /// Customer id.
     pub customer: String,
+    /// Log time of the `Reserve`, ms since the Unix epoch.
+    pub created_at_ms: u64,
     /// Expiry, ms since the Unix epoch.
     pub expires_at_ms: u64,
     /// Allocations: sku, location, units held, units confirmed.

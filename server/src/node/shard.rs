@@ -8,8 +8,8 @@
 //! a retry with the same request id is safe because the engine deduplicates).
 
 use super::messages::{
-    AllocationView, AppliedDetail, DumpReservation, DumpRow, ProposeResult, ReadResult, RowRead,
-    ShardDump,
+    AllocationView, AppliedDetail, DumpReservation, DumpRow, ProposeResult, ReadQuery, ReadResult,
+    RowRead, ShardDump,
 };
 use crate::log_codec;
 use holdfast_engine::{Command, Engine, Outcome, Refusal, ReservationState, Stamp, Success};
@@ -33,8 +33,8 @@ pub struct PendingEntry {
 
 /// A read waiting for its read index, then for apply to reach it.
 pub struct PendingRead {
-    /// Rows to read.
-    pub keys: Vec<(String, Option<String>)>,
+    /// What to read.
+    pub query: ReadQuery,
     /// Where the answer goes.
     pub reply: oneshot::Sender<ReadResult>,
     /// The read index once Raft confirmed it.
@@ -192,6 +192,58 @@ impl Shard {
         fail(queued.into_iter().map(|(_, waiter)| waiter).collect(), why);
     }
 
+    /// Answers `query` from the applied state.
+    pub fn answer_read(&self, query: &ReadQuery) -> ReadResult {
+        match query {
+            ReadQuery::Rows(keys) => ReadResult::Rows {
+                rows: self.read_rows(keys),
+                index: self.applied,
+            },
+            ReadQuery::Reservation(id) => ReadResult::Reservation {
+                reservation: self
+                    .engine
+                    .reservation(*id)
+                    .map(|r| self.dump_reservation(*id, r)),
+                index: self.applied,
+            },
+        }
+    }
+
+    /// One reservation as plain values.
+    fn dump_reservation(
+        &self,
+        id: holdfast_engine::ReservationId,
+        r: &holdfast_engine::Reservation,
+    ) -> DumpReservation {
+        let e = &self.engine;
+        DumpReservation {
+            id,
+            state: match r.state {
+                ReservationState::Pending => "pending",
+                ReservationState::Confirmed => "confirmed",
+                ReservationState::Released => "released",
+                ReservationState::Expired => "expired",
+            },
+            owner: r.owner().to_string(),
+            customer: r.customer().to_string(),
+            created_at_ms: r.created_at_ms,
+            expires_at_ms: r.expires_at_ms,
+            lines: r
+                .lines
+                .iter()
+                .map(|l| {
+                    let row = e.row(l.row);
+                    (
+                        e.sku_name(row.sku).to_string(),
+                        e.location(row.location).name.to_string(),
+                        i64::from(l.quantity),
+                        i64::from(l.confirmed),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// The whole applied state, or `None` when it has more than
     /// `items_max` rows plus reservations (a dump is for test-sized states).
     pub fn dump(&self, items_max: usize) -> Option<ShardDump> {
@@ -223,26 +275,7 @@ impl Shard {
             .collect();
         let mut reservations: Vec<DumpReservation> = e
             .reservations()
-            .map(|(id, r)| DumpReservation {
-                id,
-                state: match r.state {
-                    ReservationState::Pending => "pending",
-                    ReservationState::Confirmed => "confirmed",
-                    ReservationState::Released => "released",
-                    ReservationState::Expired => "expired",
-                },
-                owner: r.owner().to_string(),
-                customer: r.customer().to_string(),
-                expires_at_ms: r.expires_at_ms,
-                lines: r
-                    .lines
-                    .iter()
-                    .map(|l| {
-                        let (sku, location) = row_key(l.row);
-                        (sku, location, i64::from(l.quantity), i64::from(l.confirmed))
-                    })
-                    .collect(),
-            })
+            .map(|(id, r)| self.dump_reservation(id, r))
             .collect();
         reservations.sort_by_key(|r| r.id);
         Some(ShardDump {
@@ -286,10 +319,7 @@ impl Shard {
         for ctx in ready {
             let read = self.reads.remove(&ctx).expect("listed");
             let result = if read.index.is_some_and(|i| i <= applied) {
-                ReadResult::Rows {
-                    rows: self.read_rows(&read.keys),
-                    index: applied,
-                }
+                self.answer_read(&read.query)
             } else {
                 ReadResult::TimedOut
             };
