@@ -15,6 +15,9 @@
 //! An operation that ends *unknown* is kept; later the worker sends it
 //! again, same request id and body (and after the run, once healed, every
 //! one left is sent again), which is how a real caller learns the outcome.
+//! One acknowledged operation in `RESEND_ACKED_ONE_IN` is sent again too:
+//! the answer must be the first one (this is what makes a server that
+//! forgets request ids fail the check).
 
 use super::recorder::{completion_of, Completion, Recorder};
 use holdfast_chaos::history::{Allocation, Op, OpResult, ReserveLine};
@@ -42,6 +45,8 @@ const TTL_SHORT_MS: std::ops::Range<u64> = 1_000..3_000;
 /// Unknown operations a worker keeps for later retries; past it the oldest
 /// is dropped (it stays an open operation in the history).
 const UNKNOWN_KEPT_MAX: usize = 64;
+/// One acknowledged operation in this many is sent again later.
+const RESEND_ACKED_ONE_IN: u32 = 25;
 /// Pending reservations a worker remembers to confirm or release later.
 const HELD_KEPT_MAX: usize = 32;
 
@@ -147,7 +152,15 @@ impl Worker {
             Completion::Unknown(e) => Err(Completion::Unknown(e.clone())),
         };
         recorder.complete(self.process, completion);
-        if let Err(Completion::Unknown(_)) = &keep {
+        // Unknown outcomes are sent again later; so is, now and then, an
+        // acknowledged one (a caller whose answer was lost): the server
+        // must answer it with the first answer (design §1.3).
+        let again = match &keep {
+            Err(Completion::Unknown(_)) => true,
+            Ok(_) => self.rng.u32(..RESEND_ACKED_ONE_IN) == 0,
+            Err(_) => false,
+        };
+        if again {
             if op.request_id().is_some() {
                 if self.unknown.len() >= UNKNOWN_KEPT_MAX {
                     self.unknown.remove(0);
@@ -182,8 +195,16 @@ impl Worker {
             return;
         }
         let op = self.unknown.remove(self.rng.usize(..self.unknown.len()));
-        if let Ok(result) = self.call(op.clone()).await {
-            self.after_ok(&op, &result);
+        let first = matches!(op, Op::Reserve { .. });
+        if let (Ok(result), true) = (self.call(op.clone()).await, first) {
+            // A reserve acknowledged before is already in `held`.
+            if !self
+                .held
+                .iter()
+                .any(|(id, _)| Some(id.as_str()) == reserved_id(&result))
+            {
+                self.after_ok(&op, &result);
+            }
         }
     }
 
@@ -342,6 +363,13 @@ impl Worker {
             }
         };
         let _ = self.call(op).await;
+    }
+}
+
+fn reserved_id(result: &OpResult) -> Option<&str> {
+    match result {
+        OpResult::Reserved { reservation_id, .. } => Some(reservation_id),
+        _ => None,
     }
 }
 
