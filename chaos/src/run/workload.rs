@@ -160,13 +160,11 @@ impl Worker {
             Ok(_) => self.rng.u32(..RESEND_ACKED_ONE_IN) == 0,
             Err(_) => false,
         };
-        if again {
-            if op.request_id().is_some() {
-                if self.unknown.len() >= UNKNOWN_KEPT_MAX {
-                    self.unknown.remove(0);
-                }
-                self.unknown.push(op);
+        if again && op.request_id().is_some() {
+            if self.unknown.len() >= UNKNOWN_KEPT_MAX {
+                self.unknown.remove(0);
             }
+            self.unknown.push(op);
         }
         keep
     }
