@@ -1,12 +1,20 @@
-//! `holdfast-chaos`: the chaos harness of Holdfast. The harness that runs
-//! clusters lands with the chaos issue; `check` judges a recorded run.
+//! `holdfast-chaos`: the chaos harness of Holdfast. `run` starts a cluster
+//! of real server processes, drives a workload while injecting faults,
+//! records the history, collects every replica's state and checks it;
+//! `check` judges a recorded run again (docs/chaos.md).
+
+mod run;
 
 use clap::{Parser, Subcommand};
 use holdfast_chaos::check::Linearizable;
 use holdfast_chaos::jsonl::{read_final_state, read_history};
 use holdfast_chaos::{check_entries, CheckConfig};
+use run::nemesis::FaultKind;
+use run::workload::Workload;
+use run::RunConfig;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Exit code when a promise is broken.
 const EXIT_VIOLATION: u8 = 1;
@@ -38,16 +46,84 @@ enum Command {
         #[arg(long, default_value_t = CheckConfig::default().budget_steps_per_row)]
         budget_steps: u64,
     },
-    /// Run a chaos scenario against a cluster (not built yet).
-    Run,
+    /// Run a chaos scenario on a fresh local cluster and check it. Exits
+    /// like `check`; 2 also when the run itself failed (a cluster that
+    /// never came up, replicas that never converged).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Nodes of the cluster (3 or 5).
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
+    nodes: usize,
+    /// Shards of the cluster.
+    #[arg(long, default_value_t = 4)]
+    shards: u32,
+    /// Length of the workload and fault phase (`60s`, `1500ms`, `2m`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Seed of the fault schedule and of the clients' choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Faults to inject, comma-separated (empty: none).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill,pause,partition,restart"
+    )]
+    faults: Vec<FaultKind>,
+    /// Workload.
+    #[arg(long, value_enum, default_value = "flash")]
+    workload: Workload,
+    /// Concurrent clients (history processes).
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Fresh SKUs every this long (keeps each row's history small).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    round: Duration,
+    /// Output directory (history, final state, schedule, report, logs,
+    /// data).
+    #[arg(long, default_value = "chaos-out")]
+    out: PathBuf,
+    /// The server binary (default: `holdfast-server` next to this binary).
+    #[arg(long, env = "HOLDFAST_SERVER_BIN")]
+    server_bin: Option<PathBuf>,
+    /// Extra server argument, repeatable (e.g. `--server-arg=--unsafe-chaos-bug=skip-dedup`).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// Linearizability search steps per row before "unknown".
+    #[arg(long, default_value_t = CheckConfig::default().budget_steps_per_row)]
+    budget_steps: u64,
+}
+
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    match s {
+        "3" => Ok(3),
+        "5" => Ok(5),
+        _ => Err(format!("--nodes must be 3 or 5, not {s:?}")),
+    }
+}
+
+/// `60s`, `500ms`, `2m`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("bad duration {s:?} (use 60s, 500ms or 2m)");
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => s.split_at(at),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(bad()),
+    }
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run => {
-            eprintln!("holdfast-chaos run: not built yet (see the chaos issue)");
-            ExitCode::from(EXIT_USAGE)
-        }
+        Command::Run(args) => run_command(args),
         Command::Check {
             history,
             final_state,
@@ -56,7 +132,73 @@ fn main() -> ExitCode {
     }
 }
 
+fn run_command(args: RunArgs) -> ExitCode {
+    let server_bin = args.server_bin.unwrap_or_else(|| {
+        std::env::current_exe()
+            .map(|me| me.with_file_name("holdfast-server"))
+            .unwrap_or_else(|_| PathBuf::from("holdfast-server"))
+    });
+    let config = RunConfig {
+        nodes: args.nodes,
+        shards: args.shards,
+        duration: args.duration,
+        seed: args.seed,
+        faults: args.faults,
+        workload: args.workload,
+        clients: args.clients.max(1),
+        round: args.round,
+        out: args.out.clone(),
+        server_bin,
+        server_args: args.server_args,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("holdfast-chaos run: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    // The run's cluster lives inside the future: on Ctrl-C (or a hard
+    // timeout) the future is dropped, and with it every node.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run::run(&config) => r,
+            _ = tokio::signal::ctrl_c() => Err("interrupted".to_string()),
+        }
+    });
+    drop(runtime);
+    match outcome {
+        Ok(out) => {
+            eprintln!("holdfast-chaos run: {} faults injected", out.faults);
+            let report = args.out.join("report.txt");
+            check_to(
+                &args.out.join("history.jsonl"),
+                &args.out.join("final.jsonl"),
+                args.budget_steps,
+                Some(&report),
+            )
+        }
+        Err(e) => {
+            eprintln!("holdfast-chaos run: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
 fn check(history: &Path, final_state: &Path, budget_steps: u64) -> ExitCode {
+    check_to(history, final_state, budget_steps, None)
+}
+
+fn check_to(
+    history: &Path,
+    final_state: &Path,
+    budget_steps: u64,
+    report_file: Option<&Path>,
+) -> ExitCode {
     let input = read_history(history).and_then(|h| Ok((h, read_final_state(final_state)?)));
     let (entries, final_state) = match input {
         Ok(input) => input,
@@ -75,7 +217,13 @@ fn check(history: &Path, final_state: &Path, budget_steps: u64) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    print!("{}", report.render());
+    let rendered = report.render();
+    print!("{rendered}");
+    if let Some(path) = report_file {
+        if let Err(e) = std::fs::write(path, &rendered) {
+            eprintln!("holdfast-chaos: {}: {e}", path.display());
+        }
+    }
     if !report.violations.is_empty() || report.linearizable() == Linearizable::No {
         ExitCode::from(EXIT_VIOLATION)
     } else if report.linearizable() == Linearizable::Unknown {

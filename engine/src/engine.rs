@@ -31,6 +31,12 @@ pub struct EngineConfig {
     pub dedup: DedupConfig,
     /// Stock-board threshold (does not shape state; see [`StockBoard`]).
     pub scarce_units: i64,
+    /// UNSAFE, for chaos tests only (`--unsafe-chaos-bug=skip-dedup`):
+    /// treat every request as new, so a retry applies twice and breaks
+    /// design §1.3 on purpose; the chaos checker must report it. Part of
+    /// the engine's config so that every replica applies the same log the
+    /// same way. Always `false` outside that test.
+    pub unsafe_skip_dedup: bool,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +44,7 @@ impl Default for EngineConfig {
         EngineConfig {
             dedup: DedupConfig::default(),
             scarce_units: SCARCE_UNITS_DEFAULT,
+            unsafe_skip_dedup: false,
         }
     }
 }
@@ -136,7 +143,12 @@ impl Engine {
             });
         }
         let digest = cmd.body_digest();
-        if let Some(r) = self.dedup.get(cmd.request_id) {
+        let remembered = if self.config.unsafe_skip_dedup {
+            None
+        } else {
+            self.dedup.get(cmd.request_id)
+        };
+        if let Some(r) = remembered {
             return if r.digest == digest {
                 r.outcome
             } else {
@@ -174,6 +186,9 @@ impl Engine {
             if let Ok(Success::Reserved { reservation }) = gone.outcome {
                 self.forget_reserve(reservation);
             }
+        }
+        if self.config.unsafe_skip_dedup && self.dedup.get(cmd.request_id).is_some() {
+            return; // the broken build keeps the first record only
         }
         self.dedup.insert(Remembered {
             id: cmd.request_id,

@@ -107,6 +107,19 @@ struct Args {
     /// for chaos tests. Never on a production node [default: off].
     #[arg(long, env = "HOLDFAST_CHAOS_FAULTS")]
     chaos_faults: bool,
+    /// UNSAFE, chaos tests only: break a promise on purpose so a chaos run
+    /// can prove its checker sees it. `skip-dedup` treats every request as
+    /// new (a retry applies twice, design §1.3). Give it to every node of
+    /// the cluster [default: off].
+    #[arg(long, value_enum, value_name = "BUG")]
+    unsafe_chaos_bug: Option<ChaosBug>,
+}
+
+/// Promises `--unsafe-chaos-bug` can break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ChaosBug {
+    /// Every request is new to the ledger: retries apply twice.
+    SkipDedup,
 }
 
 fn parse_peers(spec: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -212,7 +225,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let config = settings.node.clone();
+    let mut config = settings.node.clone();
+    if args.unsafe_chaos_bug == Some(ChaosBug::SkipDedup) {
+        tracing::error!("--unsafe-chaos-bug=skip-dedup: retries apply twice; chaos tests only");
+        config.engine.unsafe_skip_dedup = true;
+    }
     let faults = Arc::new(Faults::new(args.chaos_faults));
     if args.chaos_faults {
         tracing::warn!("fault injection is on (--chaos-faults): for chaos tests only");
