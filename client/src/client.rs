@@ -501,6 +501,57 @@ impl Client {
             .collect())
     }
 
+    /// Reads one reservation (`GetReservation`): linearizable reads go to
+    /// its shard's leader, stale ones to any node.
+    pub async fn get_reservation(
+        &self,
+        reservation_id: &str,
+        consistency: Consistency,
+    ) -> Result<ReservationView, Error> {
+        let route = match consistency {
+            Consistency::Linearizable => reservation_route(reservation_id),
+            Consistency::Stale => Route::Any,
+        };
+        let message = pb::GetReservationRequest {
+            reservation_id: reservation_id.to_string(),
+            consistency: match consistency {
+                Consistency::Linearizable => pb::Consistency::Linearizable,
+                Consistency::Stale => pb::Consistency::Stale,
+            } as i32,
+        };
+        let r = self
+            .unary(route, None, message, |ch, rq| async move {
+                InventoryClient::new(ch).get_reservation(rq).await
+            })
+            .await?;
+        let state = match pb::ReservationState::try_from(r.state) {
+            Ok(pb::ReservationState::Pending) => ReservationState::Pending,
+            Ok(pb::ReservationState::Confirmed) => ReservationState::Confirmed,
+            Ok(pb::ReservationState::Released) => ReservationState::Released,
+            Ok(pb::ReservationState::Expired) => ReservationState::Expired,
+            _ => ReservationState::Unknown,
+        };
+        Ok(ReservationView {
+            reservation_id: r.reservation_id,
+            state,
+            owner_id: r.owner_id,
+            customer_id: r.customer_id,
+            lines: r
+                .lines
+                .into_iter()
+                .map(|l| ReservedLine {
+                    sku: l.sku,
+                    location: l.location,
+                    quantity: l.quantity,
+                    confirmed: l.confirmed,
+                })
+                .collect(),
+            created_at_ms: r.created_at_ms,
+            expires_at_ms: r.expires_at_ms,
+            as_of_index: r.as_of_index,
+        })
+    }
+
     /// Every known node's status (`Admin.ClusterStatus`), asked of all at
     /// once, each bounded by `status_timeout`; a node that does not answer
     /// is listed with its error. Also refreshes the leader cache.

@@ -512,6 +512,56 @@ impl RowKey {
     }
 }
 
+/// Where a reservation stands (`GetReservation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationState {
+    /// Holding stock.
+    Pending,
+    /// Turned into a sale (possibly partly).
+    Confirmed,
+    /// Given back by the client.
+    Released,
+    /// Given back because its TTL ran out.
+    Expired,
+    /// A state this version of the client does not know.
+    Unknown,
+}
+
+/// One allocation of a reservation read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservedLine {
+    /// Product code.
+    pub sku: String,
+    /// Location the units are held at.
+    pub location: String,
+    /// Units held at reserve time.
+    pub quantity: i64,
+    /// Units confirmed.
+    pub confirmed: i64,
+}
+
+/// A reservation as the ledger has it (`GetReservation`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservationView {
+    /// Its id.
+    pub reservation_id: String,
+    /// Where it stands.
+    pub state: ReservationState,
+    /// Owner (cart or order) id.
+    pub owner_id: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// Allocations, in order.
+    pub lines: Vec<ReservedLine>,
+    /// Log time of the reserve, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When the hold lapses (or lapsed), ms since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// Raft log index of the shard state the answer comes from.
+    pub as_of_index: u64,
+}
+
 /// Stock of one row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RowAvailability {

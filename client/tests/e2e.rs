@@ -11,8 +11,8 @@
 //! children are killed and reaped on drop.
 
 use holdfast_client::{
-    AdjustStock, Client, ClientOptions, Confirm, Consistency, Error, Extend, Release, Reserve,
-    RowKey, UpsertLocation,
+    AdjustStock, Client, ClientOptions, Confirm, Consistency, Error, Extend, Release,
+    ReservationState, Reserve, RowKey, UpsertLocation,
 };
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -257,6 +257,24 @@ async fn ledger_calls_and_their_typed_refusals_through_the_client() {
             .await
             .expect("release the batch's holds");
     }
+
+    // Read back: the first hold, pending, as the reserve answered it.
+    let view = client
+        .get_reservation(&first.reservation_id, Consistency::Linearizable)
+        .await
+        .expect("read back");
+    assert_eq!(view.state, ReservationState::Pending);
+    assert_eq!(view.lines.len(), 1);
+    assert_eq!((view.lines[0].quantity, view.lines[0].confirmed), (3, 0));
+    assert_eq!(view.expires_at_ms, first.expires_at_ms);
+    let missing = client
+        .get_reservation("0-999999", Consistency::Stale)
+        .await
+        .expect_err("unknown id");
+    assert!(
+        matches!(missing, Error::ReservationNotFound { .. }),
+        "{missing:?}"
+    );
 
     // The same id with another body.
     let err = client

@@ -79,6 +79,15 @@ enum Command {
         #[command(flatten)]
         id: RequestIdArg,
     },
+    /// Read one reservation: state, lines, times (linearizable unless
+    /// --stale).
+    Get {
+        /// The reservation id.
+        reservation_id: String,
+        /// Read the answering node's applied state (cheaper, may lag).
+        #[arg(long)]
+        stale: bool,
+    },
     /// Read availability of rows (linearizable unless --stale).
     Availability {
         /// SKUs to read (every location of each, or --location).
@@ -333,6 +342,17 @@ async fn run(client: Client, command: Command) -> Result<Outcome, String> {
             let mut e = Extend::new(reservation_id, ttl_ms);
             e.request_id = id.request_id;
             boxed(client.extend(e).await)
+        }
+        Command::Get {
+            reservation_id,
+            stale,
+        } => {
+            let consistency = if stale {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
+            boxed(client.get_reservation(&reservation_id, consistency).await)
         }
         Command::Availability {
             sku,

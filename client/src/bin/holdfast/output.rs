@@ -3,7 +3,7 @@
 
 use holdfast_client::{
     ClusterStatus, Confirmed, Extended, LocationUpserted, PolicySet, Released, Reservation,
-    RowAvailability, StockAdjusted,
+    ReservationView, RowAvailability, StockAdjusted,
 };
 use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -82,6 +82,34 @@ impl Render for Reservation {
             })
             .collect();
         s + &table(&["SKU", "LOCATION", "HELD", "AVAILABLE_AFTER"], &rows)
+    }
+}
+
+impl Render for ReservationView {
+    fn table(&self) -> String {
+        let mut s = fields(&[
+            ("reservation_id", self.reservation_id.clone()),
+            ("state", format!("{:?}", self.state).to_lowercase()),
+            ("owner_id", self.owner_id.clone()),
+            ("customer_id", self.customer_id.clone()),
+            ("created_at_ms", at_ms(self.created_at_ms)),
+            ("expires_at_ms", at_ms(self.expires_at_ms)),
+            ("as_of_index", self.as_of_index.to_string()),
+        ]);
+        s.push('\n');
+        let rows: Vec<Vec<String>> = self
+            .lines
+            .iter()
+            .map(|l| {
+                vec![
+                    l.sku.clone(),
+                    l.location.clone(),
+                    l.quantity.to_string(),
+                    l.confirmed.to_string(),
+                ]
+            })
+            .collect();
+        s + &table(&["SKU", "LOCATION", "HELD", "CONFIRMED"], &rows)
     }
 }
 
