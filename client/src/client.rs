@@ -25,10 +25,11 @@ use crate::retry::{Backoff, RetryPolicy};
 use crate::routing::{shard_of, Topology};
 use crate::types::*;
 
-/// Metadata key marking a retry (attempt 2 and later of one call): the
-/// node then skips its sold-out pre-filter, whose quick refusal could hide
-/// an earlier attempt that applied (design §1.3).
-pub const RETRY_HEADER: &str = "x-holdfast-retry";
+/// Metadata key marking the first attempt of a request whose id was made
+/// for it: only such a request may be refused by the node's sold-out
+/// pre-filter, whose quick refusal could otherwise hide an earlier attempt
+/// that applied (design §1.3).
+pub const FIRST_ATTEMPT_HEADER: &str = "x-holdfast-first-attempt";
 use parking_lot::Mutex;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -255,6 +256,7 @@ impl Client {
 
     /// Holds stock (`Reserve`), at the leader of the lines' shard.
     pub async fn reserve(&self, request: Reserve) -> Result<Reservation, Error> {
+        let fresh = request.request_id.is_none();
         let request_id = request.request_id.clone().unwrap_or_else(new_request_id);
         let route = Route::Skus(
             request
@@ -266,9 +268,13 @@ impl Client {
         );
         let message = request.to_pb(request_id.clone());
         let r = self
-            .unary(route, Some(&request_id), message, |ch, rq| async move {
-                InventoryClient::new(ch).reserve(rq).await
-            })
+            .unary_call(
+                route,
+                Some(&request_id),
+                fresh,
+                message,
+                |ch, rq| async move { InventoryClient::new(ch).reserve(rq).await },
+            )
             .await?;
         Ok(Reservation::from_pb(request_id, r))
     }
@@ -606,6 +612,28 @@ impl Client {
         F: Fn(Channel, Request<Req>) -> Fut,
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
+        self.unary_call(route, request_id, false, message, rpc)
+            .await
+    }
+
+    /// `unary`, where `fresh` says the request id was made by this client
+    /// for this call: its first attempt is then marked as a first attempt
+    /// (`FIRST_ATTEMPT_HEADER`), which lets the node answer it from its
+    /// sold-out pre-filter. A caller-chosen id may be a retry of an
+    /// earlier call, so it is never marked.
+    async fn unary_call<Req, Resp, F, Fut>(
+        &self,
+        route: Route,
+        request_id: Option<&str>,
+        fresh: bool,
+        message: Req,
+        rpc: F,
+    ) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
         let inner = &self.inner;
         bump(&inner.counters.calls);
         let started = Instant::now();
@@ -626,12 +654,13 @@ impl Client {
             let timeout = inner.options.attempt_timeout.min(remaining);
             let mut request = Request::new(message.clone());
             request.set_timeout(timeout);
-            if attempts > 1 {
-                // A retry may follow an attempt that applied: the node must
-                // answer it from the ledger (the first answer), never from
-                // its sold-out pre-filter.
+            if fresh && attempts == 1 {
+                // Only a first attempt with an id made for it is known to
+                // have no earlier answer: only it may be answered by the
+                // node's sold-out pre-filter. Every other attempt is
+                // answered by the ledger (the first answer, design §1.3).
                 request.metadata_mut().insert(
-                    RETRY_HEADER,
+                    FIRST_ATTEMPT_HEADER,
                     tonic::metadata::MetadataValue::from_static("1"),
                 );
             }

@@ -33,10 +33,12 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 /// Metadata key marking a request forwarded by another node (a forwarded
 /// request is never forwarded again: no loops).
 const FORWARDED: &str = "x-holdfast-forwarded";
-/// Metadata key a client sets on a retry. A retry may follow an attempt
-/// that applied, so it is answered by the ledger (the first answer, design
-/// §1.3), never by the sold-out pre-filter.
-pub const RETRY_HEADER: &str = "x-holdfast-retry";
+/// Metadata key a client sets on the first attempt of a request whose id
+/// it made for that request. Only such a request is known to have no
+/// earlier answer, so only it may be answered by the sold-out pre-filter;
+/// any other (a retry, or an id the caller chose and may have sent before)
+/// is answered by the ledger: the first answer, design §1.3.
+pub const FIRST_ATTEMPT_HEADER: &str = "x-holdfast-first-attempt";
 /// Metadata key restricting a fanned-out request (`UpsertLocation`) to one
 /// shard: set on the part forwarded to that shard's leader.
 const ONLY_SHARD: &str = "x-holdfast-shard";
@@ -304,7 +306,8 @@ impl InventoryService {
     /// or anywhere) has nothing promisable and nothing held that could come
     /// back; with PARTIAL, every line so. No Raft round trip. Its refusal
     /// carries `prefilter=true`: it describes the stock, not this request
-    /// id's history, which is why retries (`RETRY_HEADER`) skip it.
+    /// id's history, which is why only first attempts
+    /// (`FIRST_ATTEMPT_HEADER`) are filtered.
     fn sold_out(
         &self,
         shard: u32,
@@ -439,7 +442,7 @@ impl pb::inventory_server::Inventory for InventoryService {
         let skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
         let shard = single_shard(&skus, self.node.shards)?;
         let policy = fill_policy(r.policy)?;
-        if !request.metadata().contains_key(RETRY_HEADER) {
+        if request.metadata().contains_key(FIRST_ATTEMPT_HEADER) {
             if let Some(refusal) = self.sold_out(shard, r, policy) {
                 return Err(refusal);
             }

@@ -1,14 +1,15 @@
 //! The sold-out pre-filter (design §5, layer 1) with real processes: once
-//! a row has nothing promisable and nothing held, a reserve is refused by
-//! the node without a Raft round trip (the shard's commit index does not
-//! move), with `prefilter=true`; a retry of a request that applied still
-//! gets its first answer (design §1.3), because retries skip the filter.
+//! a row has nothing promisable and nothing held, a reserve marked as a
+//! first attempt is refused by the node without a Raft round trip (the
+//! shard's commit index does not move), with `prefilter=true`; a request
+//! without the mark, such as a retry of one that applied, still gets its
+//! first answer (design §1.3).
 
 mod common;
 
 use common::{reserve_request, retry, stock, ProcessCluster};
 use holdfast_server::pb::inventory as pb;
-use holdfast_server::service::RETRY_HEADER;
+use holdfast_server::service::FIRST_ATTEMPT_HEADER;
 use tonic::metadata::MetadataValue;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -50,12 +51,13 @@ async fn a_sold_out_row_is_refused_before_the_log_and_retries_get_their_first_an
     })
     .await
     .expect("confirmed");
-    // Sold out now: refused before the log.
+    // Sold out now: a first attempt is refused before the log.
     let before = commit_index(&c).await;
-    let refused = node
-        .reserve(reserve_request("after-sold-out", SKU))
-        .await
-        .expect_err("sold out");
+    let mut fresh = tonic::Request::new(reserve_request("after-sold-out", SKU));
+    fresh
+        .metadata_mut()
+        .insert(FIRST_ATTEMPT_HEADER, MetadataValue::from_static("1"));
+    let refused = node.reserve(fresh).await.expect_err("sold out");
     assert_eq!(refused.code(), Code::FailedPrecondition);
     let info = refused.get_details_error_info().expect("error info");
     assert_eq!(info.reason, "OUT_OF_STOCK");
@@ -68,15 +70,21 @@ async fn a_sold_out_row_is_refused_before_the_log_and_retries_get_their_first_an
         before,
         "no log entry for a pre-filtered refusal"
     );
-    // A retry of the request that took the last unit: its first answer.
-    let mut again = tonic::Request::new(reserve_request("last-unit", SKU));
-    again
-        .metadata_mut()
-        .insert(RETRY_HEADER, MetadataValue::from_static("1"));
+    // A retry of the request that took the last unit (unmarked, as every
+    // retry is): its first answer, not the pre-filter's refusal.
     let replay = node
-        .reserve(again)
+        .reserve(reserve_request("last-unit", SKU))
         .await
         .expect("the first answer")
         .into_inner();
     assert_eq!(replay.reservation_id, first.reservation_id);
+    // Marked as a first attempt by a confused client, an id the ledger
+    // knows is refused by the filter, marked stale: never applied twice.
+    let mut confused = tonic::Request::new(reserve_request("last-unit", SKU));
+    confused
+        .metadata_mut()
+        .insert(FIRST_ATTEMPT_HEADER, MetadataValue::from_static("1"));
+    let refused = node.reserve(confused).await.expect_err("filtered");
+    let info = refused.get_details_error_info().expect("error info");
+    assert_eq!(info.metadata.get("stale").map(String::as_str), Some("true"));
 }
