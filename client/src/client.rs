@@ -484,10 +484,7 @@ impl Client {
                     location: r.location,
                 })
                 .collect(),
-            consistency: match consistency {
-                Consistency::Linearizable => pb::Consistency::Linearizable,
-                Consistency::Stale => pb::Consistency::Stale,
-            } as i32,
+            consistency: consistency_pb(consistency),
         };
         let r = self
             .unary(route, None, message, |ch, rq| async move {
@@ -520,10 +517,7 @@ impl Client {
         };
         let message = pb::GetReservationRequest {
             reservation_id: reservation_id.to_string(),
-            consistency: match consistency {
-                Consistency::Linearizable => pb::Consistency::Linearizable,
-                Consistency::Stale => pb::Consistency::Stale,
-            } as i32,
+            consistency: consistency_pb(consistency),
         };
         let r = self
             .unary(route, None, message, |ch, rq| async move {
@@ -697,6 +691,15 @@ impl Client {
             }
         }
     }
+}
+
+/// The wire form of a read consistency.
+fn consistency_pb(consistency: Consistency) -> i32 {
+    let wire = match consistency {
+        Consistency::Linearizable => pb::Consistency::Linearizable,
+        Consistency::Stale => pb::Consistency::Stale,
+    };
+    wire as i32
 }
 
 fn reservation_route(reservation_id: &str) -> Route {
