@@ -38,6 +38,9 @@ use tracing::{debug, info, info_span, warn};
 const INBOX_PER_ITERATION_MAX: usize = 16_384;
 /// How long a linearizable read waits for its read index.
 const READ_INDEX_TIMEOUT: Duration = Duration::from_millis(2_000);
+/// A read index request unanswered this long is asked again (raft-rs may
+/// drop one silently); reads still fail after `READ_INDEX_TIMEOUT`.
+const READ_INDEX_RETRY: Duration = Duration::from_millis(300);
 /// How often (in ticks) a leader checks whether its shard should be led
 /// by its preferred node instead (leader balance).
 const BALANCE_EVERY_TICKS: u64 = 33;
@@ -184,6 +187,10 @@ impl Driver {
             }
             DriverStats::add(&self.routing.stats.iterations, 1);
             self.propose_queued();
+            let now = Instant::now();
+            for shard in &mut self.shards {
+                shard.ask_read_index(now, READ_INDEX_RETRY);
+            }
             self.handle_readies()?;
             let now = Instant::now();
             for shard in &mut self.shards {
@@ -285,7 +292,9 @@ impl Driver {
         }
         let ctx = s.next_read_ctx;
         s.next_read_ctx += 1;
-        s.raw.read_index(ctx.to_le_bytes().to_vec());
+        // Asked for at the end of this loop turn, together with the other
+        // reads of the turn (`Shard::ask_read_index`).
+        s.read_index_asked = None;
         s.reads.insert(
             ctx,
             PendingRead {
@@ -430,10 +439,8 @@ impl Driver {
                 self.install_snapshot(i, rd.snapshot().clone(), &mut batch)?;
             }
             for rs in rd.take_read_states() {
-                let ctx =
-                    u64::from_le_bytes(rs.request_ctx.as_slice().try_into().unwrap_or([0xff; 8]));
-                if let Some(read) = self.shards[i].reads.get_mut(&ctx) {
-                    read.index = Some(rs.index);
+                if let Ok(ctx) = rs.request_ctx.as_slice().try_into() {
+                    self.shards[i].read_index_confirmed(u64::from_le_bytes(ctx), rs.index);
                 }
             }
             self.apply_committed(i, rd.take_committed_entries(), &mut batch)?;
@@ -713,6 +720,7 @@ fn open_shard(
         pending: Default::default(),
         reads: Default::default(),
         next_read_ctx: 0,
+        read_index_asked: None,
         snapshot_index,
         applied,
         applied_term: 0,

@@ -61,6 +61,10 @@ pub struct Shard {
     pub reads: BTreeMap<u64, PendingRead>,
     /// Next read context number.
     pub next_read_ctx: u64,
+    /// When this shard last asked Raft for a read index (`None`: reads
+    /// arrived since that wait for the next ask). One ask serves every read
+    /// registered before it: its context is the newest read's.
+    pub read_index_asked: Option<Instant>,
     /// Index of the latest snapshot taken or installed.
     pub snapshot_index: u64,
     /// Raft index of the last applied entry (empty and membership entries
@@ -304,6 +308,37 @@ impl Shard {
             }
         }
         rows
+    }
+
+    /// Asks Raft for one read index covering every waiting read, when reads
+    /// arrived since the last ask, or when the last ask went unanswered for
+    /// `retry_after` (raft-rs drops a read index request silently, for
+    /// example across a leader change). Called once per driver loop turn:
+    /// the reads of one turn share one ReadIndex round.
+    pub fn ask_read_index(&mut self, now: Instant, retry_after: std::time::Duration) {
+        let waiting = self.reads.iter().rev().find(|(_, r)| r.index.is_none());
+        let Some((&newest, _)) = waiting else {
+            return;
+        };
+        let due = match self.read_index_asked {
+            None => true,
+            Some(at) => now.duration_since(at) >= retry_after,
+        };
+        if due {
+            self.raw.read_index(newest.to_le_bytes().to_vec());
+            self.read_index_asked = Some(now);
+        }
+    }
+
+    /// Records a read index Raft confirmed for context `ctx`: it holds for
+    /// every read registered up to that context (they all came before the
+    /// ask).
+    pub fn read_index_confirmed(&mut self, ctx: u64, index: u64) {
+        for (_, read) in self.reads.range_mut(..=ctx) {
+            if read.index.is_none() {
+                read.index = Some(index);
+            }
+        }
     }
 
     /// Serves reads whose read index has been applied, and times out old
