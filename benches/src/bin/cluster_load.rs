@@ -168,8 +168,9 @@ fn sku(scenario: &str, i: u64) -> String {
     }
 }
 
-async fn setup(cluster: &Cluster, scenario: &str) -> Vec<u16> {
-    // Leaders settle (and move to their preferred nodes) before we stock.
+/// Creates the location and stocks the scenario's SKUs. Each load level
+/// waits for settled leaders itself (`LocalCluster::balanced_leaders`).
+async fn setup(cluster: &Cluster, scenario: &str) {
     let mut client = InventoryClient::new(channel(cluster.nodes.ports[0]));
     let start = Instant::now();
     while client
@@ -211,7 +212,6 @@ async fn setup(cluster: &Cluster, scenario: &str) -> Vec<u16> {
             tokio::time::sleep(Duration::from_millis(20)).await; // retry backoff
         }
     }
-    cluster.nodes.balanced_leaders().await
 }
 
 /// Appends of this size, each followed by `fdatasync`, measure the disk's
