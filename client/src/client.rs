@@ -524,16 +524,9 @@ impl Client {
                 InventoryClient::new(ch).get_reservation(rq).await
             })
             .await?;
-        let state = match pb::ReservationState::try_from(r.state) {
-            Ok(pb::ReservationState::Pending) => ReservationState::Pending,
-            Ok(pb::ReservationState::Confirmed) => ReservationState::Confirmed,
-            Ok(pb::ReservationState::Released) => ReservationState::Released,
-            Ok(pb::ReservationState::Expired) => ReservationState::Expired,
-            _ => ReservationState::Unknown,
-        };
         Ok(ReservationView {
             reservation_id: r.reservation_id,
-            state,
+            state: state_from_pb(r.state),
             owner_id: r.owner_id,
             customer_id: r.customer_id,
             lines: r
@@ -549,6 +542,17 @@ impl Client {
             created_at_ms: r.created_at_ms,
             expires_at_ms: r.expires_at_ms,
             as_of_index: r.as_of_index,
+            parts: r
+                .parts
+                .into_iter()
+                .map(|p| ReservationPart {
+                    reservation_id: p.reservation_id,
+                    state: state_from_pb(p.state),
+                    lines: p.lines,
+                    expires_at_ms: p.expires_at_ms,
+                    as_of_index: p.as_of_index,
+                })
+                .collect(),
         })
     }
 
@@ -700,6 +704,19 @@ fn consistency_pb(consistency: Consistency) -> i32 {
         Consistency::Stale => pb::Consistency::Stale,
     };
     wire as i32
+}
+
+/// A reservation state from the wire; one this client does not know is
+/// `Unknown`, never an error.
+fn state_from_pb(state: i32) -> ReservationState {
+    match pb::ReservationState::try_from(state) {
+        Ok(pb::ReservationState::Pending) => ReservationState::Pending,
+        Ok(pb::ReservationState::Confirmed) => ReservationState::Confirmed,
+        Ok(pb::ReservationState::Released) => ReservationState::Released,
+        Ok(pb::ReservationState::Expired) => ReservationState::Expired,
+        Ok(pb::ReservationState::Mixed) => ReservationState::Mixed,
+        _ => ReservationState::Unknown,
+    }
 }
 
 fn reservation_route(reservation_id: &str) -> Route {
@@ -892,6 +909,7 @@ mod tests {
         assert_eq!(same.shard(Some(8)), Some(5));
         assert_eq!(Route::Skus(vec![]).shard(Some(8)), None);
         assert_eq!(reservation_route("3-17").shard(Some(8)), Some(3));
+        assert_eq!(reservation_route("3-17+6-2").shard(Some(8)), Some(3));
         assert_eq!(reservation_route("bogus").shard(Some(8)), None);
     }
 }

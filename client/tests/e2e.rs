@@ -354,7 +354,8 @@ async fn ledger_calls_and_their_typed_refusals_through_the_client() {
     assert_eq!(
         err,
         Error::ReservationNotPending {
-            state: "CONFIRMED".into()
+            state: "CONFIRMED".into(),
+            part: None,
         }
     );
 
@@ -370,7 +371,7 @@ async fn ledger_calls_and_their_typed_refusals_through_the_client() {
         .await
         .expect_err("released twice");
     assert!(
-        matches!(&err, Error::ReservationNotPending { state } if state == "RELEASED"),
+        matches!(&err, Error::ReservationNotPending { state, .. } if state == "RELEASED"),
         "{err:?}"
     );
     let rows = client

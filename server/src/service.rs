@@ -7,6 +7,7 @@
 //! A node that cannot reach a leader answers `UNAVAILABLE` with the leader's
 //! address when it knows it; the client retries with the same request id.
 
+use crate::cross_shard;
 use crate::faults::Faults;
 use crate::ids::{self, BadId};
 use crate::node::messages::{AppliedDetail, Inbound, ProposeResult, ReadQuery, ReadResult};
@@ -65,6 +66,11 @@ impl InventoryService {
             clients: Mutex::new(BTreeMap::new()),
             faults: Arc::default(),
         }
+    }
+
+    /// Number of shards of the cluster.
+    pub(crate) fn shards(&self) -> u32 {
+        self.node.shards
     }
 
     /// Does not forward to peers `faults` blocks (chaos tests; see
@@ -272,6 +278,7 @@ fn reservation_to_pb(
         created_at_ms: r.created_at_ms,
         expires_at_ms: r.expires_at_ms,
         as_of_index: index,
+        parts: Vec::new(),
     }
 }
 
@@ -308,7 +315,7 @@ impl InventoryService {
     /// carries `prefilter=true`: it describes the stock, not this request
     /// id's history, which is why only first attempts
     /// (`FIRST_ATTEMPT_HEADER`) are filtered.
-    fn sold_out(
+    pub(crate) fn sold_out(
         &self,
         shard: u32,
         r: &pb::ReserveRequest,
@@ -408,23 +415,37 @@ fn fill_policy(p: i32) -> Result<engine::FillPolicy, Status> {
     }
 }
 
-/// The one shard every line's SKU belongs to.
-fn single_shard(skus: &[String], shards: u32) -> Result<u32, Status> {
-    let mut shard = None;
-    for (i, sku) in skus.iter().enumerate() {
-        let s = shard_of(sku, shards);
-        match shard {
-            None => shard = Some(s),
-            Some(first) if first != s => {
-                return Err(status::invalid(
-                    &format!("lines[{i}].sku"),
-                    "is on another shard than lines[0].sku; reserve them separately (cross-shard reservations come later)",
-                ))
-            }
-            Some(_) => {}
-        }
+/// The one shard every line's SKU belongs to (shard 0 for no lines, which
+/// the engine refuses), or `None` when the lines span several shards: a
+/// cross-shard reserve (`crate::cross_shard`).
+fn single_shard(skus: &[String], shards: u32) -> Option<u32> {
+    let mut all = skus.iter().map(|sku| shard_of(sku, shards));
+    let first = all.next().unwrap_or(0);
+    all.all(|s| s == first).then_some(first)
+}
+
+/// The engine's form of a Reserve request (the engine validates it).
+pub(crate) fn engine_reserve(
+    r: &pb::ReserveRequest,
+    policy: engine::FillPolicy,
+) -> engine::Reserve {
+    engine::Reserve {
+        owner: r.owner_id.clone(),
+        customer: r.customer_id.clone(),
+        region: r.region.clone(),
+        lines: r
+            .lines
+            .iter()
+            .map(|l| engine::ReserveLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                location: l.location.clone(),
+            })
+            .collect(),
+        ttl_ms: r.ttl_ms,
+        policy,
+        allow_split: r.allow_split,
     }
-    Ok(shard.unwrap_or(0))
 }
 
 fn unexpected(outcome: &Outcome) -> Status {
@@ -440,8 +461,10 @@ impl pb::inventory_server::Inventory for InventoryService {
         let r = request.get_ref();
         let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
         let skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
-        let shard = single_shard(&skus, self.node.shards)?;
         let policy = fill_policy(r.policy)?;
+        let Some(shard) = single_shard(&skus, self.node.shards) else {
+            return cross_shard::reserve(self, request, policy).await;
+        };
         if request.metadata().contains_key(FIRST_ATTEMPT_HEADER) {
             if let Some(refusal) = self.sold_out(shard, r, policy) {
                 return Err(refusal);
@@ -449,23 +472,7 @@ impl pb::inventory_server::Inventory for InventoryService {
         }
         let command = Command {
             request_id,
-            kind: CommandKind::Reserve(engine::Reserve {
-                owner: r.owner_id.clone(),
-                customer: r.customer_id.clone(),
-                region: r.region.clone(),
-                lines: r
-                    .lines
-                    .iter()
-                    .map(|l| engine::ReserveLine {
-                        sku: l.sku.clone(),
-                        quantity: l.quantity,
-                        location: l.location.clone(),
-                    })
-                    .collect(),
-                ttl_ms: r.ttl_ms,
-                policy,
-                allow_split: r.allow_split,
-            }),
+            kind: CommandKind::Reserve(engine_reserve(r, policy)),
         };
         let executed = self
             .execute(&request, shard, command, |mut c, req| async move {
@@ -560,6 +567,9 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         request: Request<pb::ConfirmRequest>,
     ) -> Result<Response<pb::ConfirmResponse>, Status> {
+        if ids::is_joined(&request.get_ref().reservation_id) {
+            return cross_shard::confirm(self, request).await;
+        }
         let r = request.get_ref();
         let (request_id, shard, reservation) =
             self.reservation_target(&r.request_id, &r.reservation_id)?;
@@ -594,6 +604,9 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        if ids::is_joined(&request.get_ref().reservation_id) {
+            return cross_shard::release(self, request).await;
+        }
         let r = request.get_ref();
         let (request_id, shard, reservation) =
             self.reservation_target(&r.request_id, &r.reservation_id)?;
@@ -620,6 +633,9 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         request: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
+        if ids::is_joined(&request.get_ref().reservation_id) {
+            return cross_shard::extend(self, request).await;
+        }
         let r = request.get_ref();
         let (request_id, shard, reservation) =
             self.reservation_target(&r.request_id, &r.reservation_id)?;
@@ -782,6 +798,9 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         request: Request<pb::GetReservationRequest>,
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        if ids::is_joined(&request.get_ref().reservation_id) {
+            return cross_shard::get(self, request).await;
+        }
         let r = request.get_ref();
         let (shard, id) =
             ids::reservation_from_wire(&r.reservation_id, self.node.shards).map_err(bad_id)?;
