@@ -439,6 +439,13 @@ struct Joined {
 }
 
 impl Joined {
+    /// The joined id of a mutating call, its request id checked too.
+    fn of_call(svc: &InventoryService, wire: &str, request_id: &str) -> Result<Joined, Status> {
+        let joined = Joined::parse(wire, svc.shards())?;
+        ids::request_id(request_id).map_err(|e| status::invalid(e.field, e.why))?;
+        Ok(joined)
+    }
+
     fn parse(wire: &str, shards: u32) -> Result<Joined, Status> {
         let parts =
             ids::joined_from_wire(wire, shards).map_err(|e| status::invalid(e.field, e.why))?;
@@ -458,6 +465,17 @@ impl Joined {
     /// The request id of part `i` of a call with client request id `base`.
     fn request_id(&self, base: &str, op: PartOp, i: usize) -> String {
         ids::part_request_id(base, op, self.parts[i].0, &self.shards)
+    }
+
+    /// Runs `call(i)` for every part `i` at once; every reply, or the one
+    /// status that answers the call ([`Joined::all_done`]).
+    async fn each_part<T, F, Fut>(&self, call: F, acted: bool) -> Result<Vec<T>, Status>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+    {
+        let answers = join_all((0..self.parts.len()).map(call)).await;
+        self.all_done(answers.into_iter().map(classify).collect(), acted)
     }
 
     /// Every part's reply, or the one status that answers the call: an
@@ -510,14 +528,13 @@ async fn read_parts(
     joined: &Joined,
     consistency: i32,
 ) -> Result<Vec<pb::GetReservationResponse>, Status> {
-    let reads = (0..joined.parts.len()).map(|i| {
+    let read = |i| {
         svc.get_reservation(Request::new(pb::GetReservationRequest {
             reservation_id: joined.part(i),
             consistency,
         }))
-    });
-    let answers = join_all(reads).await.into_iter().map(classify).collect();
-    joined.all_done(answers, false)
+    };
+    joined.each_part(read, false).await
 }
 
 /// Splits a Confirm's quantities (one per allocation of the whole
@@ -583,12 +600,12 @@ pub async fn confirm(
     request: Request<pb::ConfirmRequest>,
 ) -> Result<Response<pb::ConfirmResponse>, Status> {
     let r = request.get_ref();
-    let joined = Joined::parse(&r.reservation_id, svc.shards())?;
-    ids::request_id(&r.request_id).map_err(|e| status::invalid(e.field, e.why))?;
+    let joined = Joined::of_call(svc, &r.reservation_id, &r.request_id)?;
     let split = split_quantities(svc, &joined, &r.quantities).await?;
-    let calls = split.into_iter().enumerate().map(|(i, quantities)| {
+    let confirm_part = |i: usize| {
         let request_id = joined.request_id(&r.request_id, PartOp::Confirm, i);
         let reservation_id = joined.part(i);
+        let quantities = split[i].clone();
         async move {
             match quantities {
                 Some(q) if q.iter().all(|&units| units == 0) => svc
@@ -614,9 +631,8 @@ pub async fn confirm(
                 }
             }
         }
-    });
-    let answers = join_all(calls).await.into_iter().map(classify).collect();
-    let done = joined.all_done(answers, true)?;
+    };
+    let done = joined.each_part(confirm_part, true).await?;
     Ok(Response::new(pb::ConfirmResponse {
         reservation_id: joined.wire,
         units_confirmed: done.iter().map(|c| c.units_confirmed).sum(),
@@ -630,16 +646,14 @@ pub async fn release(
     request: Request<pb::ReleaseRequest>,
 ) -> Result<Response<pb::ReleaseResponse>, Status> {
     let r = request.get_ref();
-    let joined = Joined::parse(&r.reservation_id, svc.shards())?;
-    ids::request_id(&r.request_id).map_err(|e| status::invalid(e.field, e.why))?;
-    let calls = (0..joined.parts.len()).map(|i| {
+    let joined = Joined::of_call(svc, &r.reservation_id, &r.request_id)?;
+    let release_part = |i| {
         svc.release(Request::new(pb::ReleaseRequest {
             request_id: joined.request_id(&r.request_id, PartOp::Release, i),
             reservation_id: joined.part(i),
         }))
-    });
-    let answers = join_all(calls).await.into_iter().map(classify).collect();
-    let done = joined.all_done(answers, true)?;
+    };
+    let done = joined.each_part(release_part, true).await?;
     Ok(Response::new(pb::ReleaseResponse {
         reservation_id: joined.wire,
         units_released: done.iter().map(|r| r.units_released).sum(),
@@ -653,17 +667,15 @@ pub async fn extend(
     request: Request<pb::ExtendRequest>,
 ) -> Result<Response<pb::ExtendResponse>, Status> {
     let r = request.get_ref();
-    let joined = Joined::parse(&r.reservation_id, svc.shards())?;
-    ids::request_id(&r.request_id).map_err(|e| status::invalid(e.field, e.why))?;
-    let calls = (0..joined.parts.len()).map(|i| {
+    let joined = Joined::of_call(svc, &r.reservation_id, &r.request_id)?;
+    let extend_part = |i| {
         svc.extend(Request::new(pb::ExtendRequest {
             request_id: joined.request_id(&r.request_id, PartOp::Extend, i),
             reservation_id: joined.part(i),
             ttl_ms: r.ttl_ms,
         }))
-    });
-    let answers = join_all(calls).await.into_iter().map(classify).collect();
-    let done = joined.all_done(answers, true)?;
+    };
+    let done = joined.each_part(extend_part, true).await?;
     Ok(Response::new(pb::ExtendResponse {
         reservation_id: joined.wire,
         expires_at_ms: done.iter().map(|e| e.expires_at_ms).min().unwrap_or(0),

@@ -60,36 +60,73 @@ fn reserve_request(id: &str, lines: Vec<pb::ReserveLine>) -> pb::ReserveRequest 
     }
 }
 
+/// One call on `node`, retried with the same request (hence the same
+/// request id) while the cluster settles; the reply or the final status.
+async fn unary<Req, Resp, F, Fut>(
+    node: &InventoryClient<Channel>,
+    request: Req,
+    call: F,
+) -> Result<Resp, Status>
+where
+    Req: Clone,
+    F: Fn(InventoryClient<Channel>, Req) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    retry("call", || call(node.clone(), request.clone()))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 async fn reserve(
     node: InventoryClient<Channel>,
     r: &pb::ReserveRequest,
 ) -> Result<pb::ReserveResponse, Status> {
-    retry("reserve", || {
-        let mut node = node.clone();
-        let r = r.clone();
-        async move { node.reserve(r).await }
-    })
+    unary(
+        &node,
+        r.clone(),
+        |mut n, r| async move { n.reserve(r).await },
+    )
     .await
-    .map(|r| r.into_inner())
 }
 
 async fn get(
     node: InventoryClient<Channel>,
     id: &str,
 ) -> Result<pb::GetReservationResponse, Status> {
-    retry("get", || {
-        let mut node = node.clone();
-        let reservation_id = id.to_string();
-        async move {
-            node.get_reservation(pb::GetReservationRequest {
-                reservation_id,
-                consistency: 0,
-            })
-            .await
-        }
+    let request = pb::GetReservationRequest {
+        reservation_id: id.into(),
+        consistency: 0,
+    };
+    unary(&node, request, |mut n, r| async move {
+        n.get_reservation(r).await
     })
     .await
-    .map(|r| r.into_inner())
+}
+
+async fn confirm(
+    node: InventoryClient<Channel>,
+    request_id: &str,
+    reservation_id: &str,
+    quantities: &[i64],
+) -> Result<pb::ConfirmResponse, Status> {
+    let request = pb::ConfirmRequest {
+        request_id: request_id.into(),
+        reservation_id: reservation_id.into(),
+        quantities: quantities.to_vec(),
+    };
+    unary(&node, request, |mut n, r| async move { n.confirm(r).await }).await
+}
+
+async fn release(
+    node: InventoryClient<Channel>,
+    request_id: &str,
+    reservation_id: &str,
+) -> Result<pb::ReleaseResponse, Status> {
+    let request = pb::ReleaseRequest {
+        request_id: request_id.into(),
+        reservation_id: reservation_id.into(),
+    };
+    unary(&node, request, |mut n, r| async move { n.release(r).await }).await
 }
 
 /// `(held, on_hand)` of each SKU at berlin, linearizable.
@@ -104,14 +141,11 @@ async fn rows(node: InventoryClient<Channel>, skus: &[String]) -> BTreeMap<Strin
             .collect(),
         consistency: 0,
     };
-    retry("availability", || {
-        let mut node = node.clone();
-        let request = request.clone();
-        async move { node.get_availability(request).await }
+    unary(&node, request, |mut n, r| async move {
+        n.get_availability(r).await
     })
     .await
     .expect("availability")
-    .into_inner()
     .rows
     .into_iter()
     .map(|r| (r.sku, (r.held, r.on_hand)))
@@ -205,21 +239,16 @@ async fn a_cross_shard_reservation_is_held_read_extended_confirmed_and_released_
     assert_eq!(view.owner_id, "cart-x");
 
     // Extend every part.
-    let extended = retry("extend", || {
-        let mut n = c.inventory(2);
-        let reservation_id = held.reservation_id.clone();
-        async move {
-            n.extend(pb::ExtendRequest {
-                request_id: "xs-1-extend".into(),
-                reservation_id,
-                ttl_ms: 3_600_000,
-            })
-            .await
-        }
+    let extend = pb::ExtendRequest {
+        request_id: "xs-1-extend".into(),
+        reservation_id: held.reservation_id.clone(),
+        ttl_ms: 3_600_000,
+    };
+    let extended = unary(&c.inventory(2), extend, |mut n, r| async move {
+        n.extend(r).await
     })
     .await
-    .expect("extended")
-    .into_inner();
+    .expect("extended");
     assert!(extended.expires_at_ms > held.expires_at_ms);
     let view = get(c.inventory(0), &held.reservation_id)
         .await
@@ -233,31 +262,26 @@ async fn a_cross_shard_reservation_is_held_read_extended_confirmed_and_released_
     // all of the first part, 1 unit of the second, none of the third
     // (which is released).
     let quantities: Vec<i64> = vec![held.allocations[0].quantity, 1, 0];
-    let confirm = pb::ConfirmRequest {
-        request_id: "xs-1-confirm".into(),
-        reservation_id: held.reservation_id.clone(),
-        quantities: quantities.clone(),
-    };
-    let confirmed = retry("confirm", || {
-        let mut n = c.inventory(1);
-        let confirm = confirm.clone();
-        async move { n.confirm(confirm).await }
-    })
+    let confirmed = confirm(
+        c.inventory(1),
+        "xs-1-confirm",
+        &held.reservation_id,
+        &quantities,
+    )
     .await
-    .expect("confirmed")
-    .into_inner();
+    .expect("confirmed");
     let total: i64 = held.allocations.iter().map(|al| al.quantity).sum();
     assert_eq!(confirmed.units_confirmed, quantities.iter().sum::<i64>());
     assert_eq!(confirmed.units_released, total - confirmed.units_confirmed);
     // A retry of the Confirm: the same answer.
-    let again = retry("confirm again", || {
-        let mut n = c.inventory(0);
-        let confirm = confirm.clone();
-        async move { n.confirm(confirm).await }
-    })
+    let again = confirm(
+        c.inventory(0),
+        "xs-1-confirm",
+        &held.reservation_id,
+        &quantities,
+    )
     .await
-    .expect("confirm retried")
-    .into_inner();
+    .expect("confirm retried");
     assert_eq!(again, confirmed);
     let after = rows(c.inventory(0), &skus).await;
     for (al, q) in held.allocations.iter().zip(&quantities) {
@@ -279,19 +303,9 @@ async fn a_cross_shard_reservation_is_held_read_extended_confirmed_and_released_
     assert_held_is_pending_parts(&c, &skus, &[&held.reservation_id]).await;
 
     // Releasing it now: refused, naming the first part that refused.
-    let refused = retry("release confirmed", || {
-        let mut n = c.inventory(0);
-        let reservation_id = held.reservation_id.clone();
-        async move {
-            n.release(pb::ReleaseRequest {
-                request_id: "xs-1-release".into(),
-                reservation_id,
-            })
-            .await
-        }
-    })
-    .await
-    .expect_err("not pending");
+    let refused = release(c.inventory(0), "xs-1-release", &held.reservation_id)
+        .await
+        .expect_err("not pending");
     assert_eq!(refused.code(), Code::FailedPrecondition);
     let (why, metadata) = reason(&refused);
     assert_eq!(why, "RESERVATION_NOT_PENDING");
@@ -306,20 +320,9 @@ async fn a_cross_shard_reservation_is_held_read_extended_confirmed_and_released_
     .await
     .expect("held");
     assert_held_is_pending_parts(&c, &skus, &[&second.reservation_id]).await;
-    let released = retry("release", || {
-        let mut n = c.inventory(2);
-        let reservation_id = second.reservation_id.clone();
-        async move {
-            n.release(pb::ReleaseRequest {
-                request_id: "xs-2-release".into(),
-                reservation_id,
-            })
-            .await
-        }
-    })
-    .await
-    .expect("released")
-    .into_inner();
+    let released = release(c.inventory(2), "xs-2-release", &second.reservation_id)
+        .await
+        .expect("released");
     assert_eq!(released.units_released, 5);
     let view = get(c.inventory(0), &second.reservation_id)
         .await
@@ -331,14 +334,11 @@ async fn a_cross_shard_reservation_is_held_read_extended_confirmed_and_released_
     let batch = pb::ReserveBatchRequest {
         reservations: vec![reserve_request("xs-3", vec![line(a, 1), line(b, 1)])],
     };
-    let results = retry("batch", || {
-        let mut n = c.inventory(2);
-        let batch = batch.clone();
-        async move { n.reserve_batch(batch).await }
+    let results = unary(&c.inventory(2), batch, |mut n, r| async move {
+        n.reserve_batch(r).await
     })
     .await
     .expect("batch")
-    .into_inner()
     .results;
     let Some(pb::reserve_batch_result::Result::Reserved(third)) = &results[0].result else {
         panic!("cross-shard batch item: {results:?}");
@@ -450,15 +450,12 @@ async fn malformed_joined_ids_and_quantities_are_refused_naming_the_field() {
         (vec![0, 0], "quantities"),
         (vec![1, -1], "lines[1].quantities"),
     ] {
-        let s = retry("confirm", || {
-            let mut n = c.inventory(0);
-            let confirm = pb::ConfirmRequest {
-                request_id: "xs-q-confirm".into(),
-                reservation_id: held.reservation_id.clone(),
-                quantities: quantities.clone(),
-            };
-            async move { n.confirm(confirm).await }
-        })
+        let s = confirm(
+            c.inventory(0),
+            "xs-q-confirm",
+            &held.reservation_id,
+            &quantities,
+        )
         .await
         .expect_err("bad quantities");
         assert_eq!(s.code(), Code::InvalidArgument, "{quantities:?}: {s:?}");
