@@ -885,6 +885,19 @@ mod tests {
         assert_eq!(invalid.code(), Code::InvalidArgument);
     }
 
+    proptest::proptest! {
+        /// Any message (multi-byte text, huge or broken `lines[` numbers)
+        /// is rewritten without a panic; text without `lines[` is kept.
+        #[test]
+        fn renumbering_never_panics(text in "(lines\\[|[0-9]{1,25}|\\]|é|.){0,30}") {
+            let map = |k: usize| k.checked_mul(3);
+            let out = renumber_text(&text, &map);
+            if !text.contains("lines[") {
+                proptest::prop_assert_eq!(out, text);
+            }
+        }
+    }
+
     #[test]
     fn lines_are_grouped_by_shard_in_shard_order() {
         let line = |sku: &str| pb::ReserveLine {
