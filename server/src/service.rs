@@ -6,6 +6,9 @@
 //! this node leads the shard, or forwards the request once to the leader.
 //! A node that cannot reach a leader answers `UNAVAILABLE` with the leader's
 //! address when it knows it; the client retries with the same request id.
+//! A Reserve whose lines span shards, and a call on a joined reservation
+//! id, goes to `crate::cross_shard`, which runs it here as one ordinary
+//! request per shard.
 
 use crate::cross_shard;
 use crate::faults::Faults;
