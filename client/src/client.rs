@@ -546,6 +546,7 @@ impl Client {
             Some(ReservationState::Confirmed) => pb::ReservationState::Confirmed,
             Some(ReservationState::Released) => pb::ReservationState::Released,
             Some(ReservationState::Expired) => pb::ReservationState::Expired,
+            Some(ReservationState::Mixed) => pb::ReservationState::Mixed,
         };
         let message = pb::ListReservationsRequest {
             owner_id,
@@ -677,6 +678,9 @@ impl Client {
         let mut avoid = None;
         let mut last: Option<Error> = None;
         let mut just_redirected = false;
+        // Every attempt so far was refused before the log (admission), so
+        // the request id still has no answer anywhere.
+        let mut unproposed = true;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -688,11 +692,12 @@ impl Client {
             let timeout = inner.options.attempt_timeout.min(remaining);
             let mut request = Request::new(message.clone());
             request.set_timeout(timeout);
-            if fresh && attempts == 1 {
-                // Only a first attempt with an id made for it is known to
-                // have no earlier answer: only it may be answered by the
-                // node's sold-out pre-filter. Every other attempt is
-                // answered by the ledger (the first answer, design §1.3).
+            if fresh && unproposed {
+                // Only an id made for this call, never proposed yet, is
+                // known to have no earlier answer: only it may be answered
+                // by the node's sold-out pre-filter and hot-SKU admission.
+                // Every other attempt is answered by the ledger (the first
+                // answer, design §1.3).
                 request.metadata_mut().insert(
                     FIRST_ATTEMPT_HEADER,
                     tonic::metadata::MetadataValue::from_static("1"),
@@ -709,6 +714,7 @@ impl Client {
                     timeout.as_millis()
                 )),
             };
+            unproposed &= error::not_proposed(&status);
             let error = Error::from_status(&status, request_id);
             let disposition = error::disposition(&status, &error);
             if disposition == Disposition::Final {
@@ -735,16 +741,9 @@ impl Client {
 
 /// A reservation read back, from its wire form.
 fn reservation_view(r: pb::GetReservationResponse) -> ReservationView {
-    let state = match pb::ReservationState::try_from(r.state) {
-        Ok(pb::ReservationState::Pending) => ReservationState::Pending,
-        Ok(pb::ReservationState::Confirmed) => ReservationState::Confirmed,
-        Ok(pb::ReservationState::Released) => ReservationState::Released,
-        Ok(pb::ReservationState::Expired) => ReservationState::Expired,
-        _ => ReservationState::Unknown,
-    };
     ReservationView {
         reservation_id: r.reservation_id,
-        state,
+        state: state_from_pb(r.state),
         owner_id: r.owner_id,
         customer_id: r.customer_id,
         lines: r
@@ -760,6 +759,17 @@ fn reservation_view(r: pb::GetReservationResponse) -> ReservationView {
         created_at_ms: r.created_at_ms,
         expires_at_ms: r.expires_at_ms,
         as_of_index: r.as_of_index,
+        parts: r
+            .parts
+            .into_iter()
+            .map(|p| ReservationPart {
+                reservation_id: p.reservation_id,
+                state: state_from_pb(p.state),
+                lines: p.lines,
+                expires_at_ms: p.expires_at_ms,
+                as_of_index: p.as_of_index,
+            })
+            .collect(),
     }
 }
 
@@ -788,6 +798,19 @@ fn consistency_pb(consistency: Consistency) -> i32 {
         Consistency::Stale => pb::Consistency::Stale,
     };
     wire as i32
+}
+
+/// A reservation state from the wire; one this client does not know is
+/// `Unknown`, never an error.
+fn state_from_pb(state: i32) -> ReservationState {
+    match pb::ReservationState::try_from(state) {
+        Ok(pb::ReservationState::Pending) => ReservationState::Pending,
+        Ok(pb::ReservationState::Confirmed) => ReservationState::Confirmed,
+        Ok(pb::ReservationState::Released) => ReservationState::Released,
+        Ok(pb::ReservationState::Expired) => ReservationState::Expired,
+        Ok(pb::ReservationState::Mixed) => ReservationState::Mixed,
+        _ => ReservationState::Unknown,
+    }
 }
 
 fn reservation_route(reservation_id: &str) -> Route {
@@ -980,6 +1003,7 @@ mod tests {
         assert_eq!(same.shard(Some(8)), Some(5));
         assert_eq!(Route::Skus(vec![]).shard(Some(8)), None);
         assert_eq!(reservation_route("3-17").shard(Some(8)), Some(3));
+        assert_eq!(reservation_route("3-17+6-2").shard(Some(8)), Some(3));
         assert_eq!(reservation_route("bogus").shard(Some(8)), None);
     }
 }

@@ -64,10 +64,13 @@ pub enum Error {
     },
     /// The reservation was already confirmed, released or expired
     /// (`RESERVATION_NOT_PENDING`).
-    #[error("reservation is {state}, not pending")]
+    #[error("reservation is {state}, not pending{}", part.as_ref().map(|p| format!(" (part {p}; the other parts may have acted)")).unwrap_or_default())]
     ReservationNotPending {
         /// `CONFIRMED`, `RELEASED` or `EXPIRED`.
         state: String,
+        /// For a cross-shard reservation, the part that is not pending
+        /// (`"5-40"`); the other parts did what the call asked.
+        part: Option<String>,
     },
     /// No such reservation, or one resolved long ago and forgotten
     /// (`NOT_FOUND` / `RESERVATION_NOT_FOUND`).
@@ -277,6 +280,7 @@ impl Error {
             },
             "RESERVATION_NOT_PENDING" => Error::ReservationNotPending {
                 state: meta.text("state"),
+                part: meta.optional("part"),
             },
             "RESERVATION_NOT_FOUND" => Error::ReservationNotFound { message },
             "LOCATION_NOT_FOUND" => Error::LocationNotFound {
@@ -362,6 +366,19 @@ pub(crate) fn disposition(status: &Status, error: &Error) -> Disposition {
         },
         _ => Disposition::Final,
     }
+}
+
+/// Reason of a hot-SKU admission refusal (`RESOURCE_EXHAUSTED`): the node
+/// refused the request before proposing it.
+pub const ADMISSION_LIMIT: &str = "ADMISSION_LIMIT";
+
+/// Whether `status` says the request was refused before it was proposed
+/// (so its id still has no answer in the ledger).
+pub(crate) fn not_proposed(status: &Status) -> bool {
+    status.code() == Code::ResourceExhausted
+        && status
+            .get_details_error_info()
+            .is_some_and(|info| info.reason == ADMISSION_LIMIT)
 }
 
 /// `ErrorInfo.metadata`, read leniently: a missing or malformed value is
@@ -485,6 +502,19 @@ mod tests {
                 ),
                 Error::ReservationNotPending {
                     state: "CONFIRMED".into(),
+                    part: None,
+                },
+            ),
+            (
+                status(
+                    Code::FailedPrecondition,
+                    "part 5-40 of 2-17+5-40: reservation is EXPIRED, not pending",
+                    "RESERVATION_NOT_PENDING",
+                    &[("state", "EXPIRED"), ("part", "5-40")],
+                ),
+                Error::ReservationNotPending {
+                    state: "EXPIRED".into(),
+                    part: Some("5-40".into()),
                 },
             ),
             (
@@ -648,6 +678,7 @@ mod tests {
     fn errors_serialise_with_their_reason() {
         let e = Error::ReservationNotPending {
             state: "RELEASED".into(),
+            part: None,
         };
         let json = serde_json::to_value(&e).expect("json");
         assert_eq!(json["kind"], "RESERVATION_NOT_PENDING");

@@ -6,7 +6,10 @@
 //! twice. A reservation id is opaque to callers, but it starts with the
 //! shard that holds the reservation (`"<shard>-<engine id>"`, see
 //! `server/src/ids.rs`), which lets the client send Confirm, Release and
-//! Extend straight to that shard's leader.
+//! Extend straight to that shard's leader. A cross-shard reservation's id
+//! joins its parts' ids with `+` (`"2-17+5-40"`); the node that receives a
+//! call on it acts on every part, so the client sends it to the first
+//! part's leader, which serves that part without a hop.
 
 /// Random bits in a generated request id: as many as the server keys its
 /// idempotency table by (XXH3-128 of the id), so collisions are as unlikely
@@ -32,13 +35,18 @@ pub fn new_request_id() -> String {
     id
 }
 
-/// The shard a wire reservation id names, if it has the server's format.
-/// `None` sends the call to any node, which answers `INVALID_ARGUMENT`
-/// (naming `reservation_id`) for a malformed id.
+/// The shard a wire reservation id names (for a joined id, its first
+/// part's), if it has the server's format. `None` sends the call to any
+/// node, which answers `INVALID_ARGUMENT` (naming `reservation_id`) for a
+/// malformed id.
 pub fn reservation_shard(reservation_id: &str) -> Option<u32> {
-    let (shard, id) = reservation_id.split_once('-')?;
-    id.parse::<u64>().ok()?;
-    shard.parse().ok()
+    let mut shards = reservation_id.split('+').map(|part| {
+        let (shard, id) = part.split_once('-')?;
+        id.parse::<u64>().ok()?;
+        shard.parse::<u32>().ok()
+    });
+    let first = shards.next()??;
+    shards.all(|s| s.is_some()).then_some(first)
 }
 
 #[cfg(test)]
@@ -61,6 +69,15 @@ mod tests {
         assert_eq!(reservation_shard("3-1099511627776"), Some(3));
         assert_eq!(reservation_shard("0-0"), Some(0));
         for bad in ["", "3", "x-1", "3-x", "-1", "3--1"] {
+            assert_eq!(reservation_shard(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn joined_ids_route_to_their_first_part() {
+        assert_eq!(reservation_shard("2-17+5-40"), Some(2));
+        assert_eq!(reservation_shard("0-0+1-3+7-9"), Some(0));
+        for bad in ["2-17+", "+2-17", "2-17+x", "2-17++5-40", "2-17+5-x"] {
             assert_eq!(reservation_shard(bad), None, "{bad}");
         }
     }

@@ -524,8 +524,29 @@ pub enum ReservationState {
     Released,
     /// Given back because its TTL ran out.
     Expired,
+    /// A cross-shard reservation whose parts are not all in one state (one
+    /// confirmed, another expired; a release under way): see
+    /// [`ReservationView::parts`].
+    Mixed,
     /// A state this version of the client does not know.
     Unknown,
+}
+
+/// One part of a cross-shard reservation: an ordinary reservation on one
+/// shard (`GetReservation`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservationPart {
+    /// The part's own id, `"<shard>-<n>"`.
+    pub reservation_id: String,
+    /// Where the part stands.
+    pub state: ReservationState,
+    /// How many of [`ReservationView::lines`] are this part's (the parts'
+    /// lines follow each other in part order; Confirm's quantities too).
+    pub lines: u32,
+    /// When the part lapses (or lapsed), ms since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// Raft log index of the part's shard state.
+    pub as_of_index: u64,
 }
 
 /// One allocation of a reservation read back.
@@ -558,8 +579,12 @@ pub struct ReservationView {
     pub created_at_ms: u64,
     /// When the hold lapses (or lapsed), ms since the Unix epoch.
     pub expires_at_ms: u64,
-    /// Raft log index of the shard state the answer comes from.
+    /// Raft log index of the shard state the answer comes from (0 for a
+    /// cross-shard reservation: see each part's).
     pub as_of_index: u64,
+    /// The parts of a cross-shard reservation, in shard order; empty for
+    /// a reservation on one shard.
+    pub parts: Vec<ReservationPart>,
 }
 
 /// Stock of one row.

@@ -1,8 +1,9 @@
 //! A 3-node cluster of real `holdfast-server` processes on 127.0.0.1, used
 //! through the client library only: stock, reserve, confirm, release,
 //! extend; every refusal as its typed error; a retry answered with the
-//! first answer (design §1.3); and a `kill -9` of a shard leader followed by
-//! a reserve that succeeds through the client's own retries (§1.4).
+//! first answer (design §1.3); a cross-shard reservation (§4) through the
+//! client and the CLI; and a `kill -9` of a shard leader followed by a
+//! reserve that succeeds through the client's own retries (§1.4).
 //!
 //! The server binary: `$HOLDFAST_SERVER_BIN` if set, else this test builds
 //! it with the cargo that built the test (`cargo build -p holdfast-server`
@@ -356,7 +357,8 @@ async fn ledger_calls_and_their_typed_refusals_through_the_client() {
     assert_eq!(
         err,
         Error::ReservationNotPending {
-            state: "CONFIRMED".into()
+            state: "CONFIRMED".into(),
+            part: None,
         }
     );
 
@@ -372,7 +374,7 @@ async fn ledger_calls_and_their_typed_refusals_through_the_client() {
         .await
         .expect_err("released twice");
     assert!(
-        matches!(&err, Error::ReservationNotPending { state } if state == "RELEASED"),
+        matches!(&err, Error::ReservationNotPending { state, .. } if state == "RELEASED"),
         "{err:?}"
     );
     let rows = client
@@ -783,4 +785,144 @@ async fn the_remaining_refusals_reach_the_client_typed() {
     let hurried = client.with_deadline(Duration::from_micros(1));
     let err = hurried.reserve(one(1)).await.unwrap_err();
     assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
+}
+
+/// A SKU on the other shard than `SKU`.
+fn other_sku() -> String {
+    let shard = holdfast_engine::shard_of(SKU, SHARDS);
+    (0..)
+        .map(|i| format!("SKU-X{i}"))
+        .find(|s| holdfast_engine::shard_of(s, SHARDS) != shard)
+        .expect("a SKU on the other shard")
+}
+
+/// `(held, on_hand)` of `sku` at berlin.
+async fn row(client: &Client, sku: &str) -> (i64, i64) {
+    let rows = client
+        .get_availability(vec![RowKey::at(sku, "berlin")], Consistency::Linearizable)
+        .await
+        .expect("read");
+    (rows[0].held, rows[0].on_hand)
+}
+
+/// Runs the `holdfast` CLI against `cluster` with `--json`; its exit code
+/// and parsed output.
+fn cli(cluster: &Cluster, args: &[&str]) -> (i32, serde_json::Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .arg("--nodes")
+        .arg(cluster.addresses().join(","))
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run holdfast");
+    let json = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (output.status.code().unwrap_or(-1), json)
+}
+
+/// Design §4 through the client: a Reserve over two shards answers a
+/// joined id; a retry gets it again; every call on the id acts on both
+/// parts; a refused part leaves no hold; the CLI takes joined ids as they
+/// are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_shard_reservation_through_the_client_and_the_cli() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3);
+    let client = cluster.client().await;
+    stock(&client, 10).await;
+    let other = other_sku();
+    client
+        .adjust_stock(AdjustStock::new(&other, "berlin", 10).request_id("stock-x"))
+        .await
+        .expect("stock");
+    let two = |a: i64, b: i64| {
+        Reserve::new("cart-x", "customer-x")
+            .line_at(&other, b, "berlin")
+            .line_at(SKU, a, "berlin")
+    };
+
+    let held = client
+        .reserve(two(2, 3).request_id("x-1"))
+        .await
+        .expect("held");
+    assert_eq!(held.reservation_id.split('+').count(), 2, "{held:?}");
+    assert_eq!(
+        (row(&client, SKU).await, row(&client, &other).await),
+        ((2, 10), (3, 10))
+    );
+    let again = client
+        .reserve(two(2, 3).request_id("x-1"))
+        .await
+        .expect("retry");
+    assert_eq!(again, held, "a retry gets the first answer");
+    let err = client
+        .reserve(two(2, 4).request_id("x-1"))
+        .await
+        .expect_err("id reused");
+    assert!(matches!(err, Error::RequestIdMismatch { .. }), "{err:?}");
+    assert_eq!(
+        (row(&client, SKU).await, row(&client, &other).await),
+        ((2, 10), (3, 10))
+    );
+
+    let view = client
+        .get_reservation(&held.reservation_id, Consistency::Linearizable)
+        .await
+        .expect("read");
+    assert_eq!(view.state, ReservationState::Pending);
+    assert_eq!(view.parts.len(), 2);
+    assert!(view
+        .parts
+        .iter()
+        .all(|p| p.state == ReservationState::Pending && p.lines == 1));
+    let extended = client
+        .extend(Extend::new(&held.reservation_id, 3_600_000))
+        .await
+        .expect("extended");
+    assert!(extended.expires_at_ms > held.expires_at_ms);
+
+    // The CLI reads and confirms it by its joined id: one unit of the
+    // first allocation, all of the second.
+    let (code, json) = cli(&cluster, &["get", &held.reservation_id]);
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["parts"].as_array().map(Vec::len), Some(2), "{json}");
+    let second_units = held.allocations[1].quantity;
+    let (code, json) = cli(
+        &cluster,
+        &[
+            "confirm",
+            &held.reservation_id,
+            "--qty",
+            "1",
+            "--qty",
+            &second_units.to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["units_confirmed"], 1 + second_units, "{json}");
+    let view = client
+        .get_reservation(&held.reservation_id, Consistency::Linearizable)
+        .await
+        .expect("read");
+    assert_eq!(view.state, ReservationState::Confirmed);
+    let err = client
+        .release(Release::new(&held.reservation_id))
+        .await
+        .expect_err("confirmed");
+    let first_part = held.reservation_id.split('+').next().map(str::to_string);
+    assert!(
+        matches!(&err, Error::ReservationNotPending { state, part } if state == "CONFIRMED" && *part == first_part),
+        "{err:?}"
+    );
+
+    // One part out of stock: refused, and no hold left on the other shard.
+    let (sku_before, other_before) = (row(&client, SKU).await, row(&client, &other).await);
+    let err = client.reserve(two(1, 50)).await.expect_err("out of stock");
+    assert!(
+        matches!(&err, Error::OutOfStock { sku, line: Some(0), requested: 50, .. } if *sku == other),
+        "{err:?}"
+    );
+    assert_eq!(
+        (row(&client, SKU).await, row(&client, &other).await),
+        (sku_before, other_before)
+    );
 }

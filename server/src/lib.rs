@@ -3,14 +3,17 @@
 //! Layout: `config` (what a node needs) and `config_file` (its TOML form), `node` (the driver thread that runs
 //! every shard's Raft group and ledger, and the handle to reach it),
 //! `log_codec` (commands in log entries), `ids` and `status` (the wire
-//! edge: ids and errors), `pb` (generated code); around the services:
+//! edge: ids and errors), `pb` (generated code), `cross_shard` (the
+//! coordinator of reservations whose lines span shards); around the services:
 //! `health` (grpc.health.v1), `rpc_layer` (per-RPC metrics and the
 //! shutdown drain) and `telemetry` (the Prometheus exporter).
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod admission;
 pub mod config;
 pub mod config_file;
+pub mod cross_shard;
 pub mod events;
 pub mod faults;
 pub mod health;

@@ -60,6 +60,10 @@ impl ListPlan {
             Ok(pb::ReservationState::Confirmed) => Some(ReservationState::Confirmed),
             Ok(pb::ReservationState::Released) => Some(ReservationState::Released),
             Ok(pb::ReservationState::Expired) => Some(ReservationState::Expired),
+            Ok(pb::ReservationState::Mixed) => return Err(status::invalid(
+                "state",
+                "MIXED is the state of a joined id; a listing shows each part with its own state",
+            )),
             Err(_) => return Err(status::invalid("state", "is not a ReservationState")),
         };
         let page_size = match r.page_size {

@@ -6,7 +6,12 @@
 //! this node leads the shard, or forwards the request once to the leader.
 //! A node that cannot reach a leader answers `UNAVAILABLE` with the leader's
 //! address when it knows it; the client retries with the same request id.
+//! A Reserve whose lines span shards, and a call on a joined reservation
+//! id, goes to `crate::cross_shard`, which runs it here as one ordinary
+//! request per shard.
 
+use crate::admission::Admission;
+use crate::cross_shard;
 use crate::events::WatchPlan;
 use crate::faults::Faults;
 use crate::ids::{self, BadId};
@@ -53,6 +58,8 @@ pub struct InventoryService {
     clients: Mutex<BTreeMap<u64, InventoryClient<Channel>>>,
     /// Peers cut off by fault injection: requests are not forwarded there.
     faults: Arc<Faults>,
+    /// Hot-SKU admission of the reserves this node proposes.
+    admission: Admission,
 }
 
 fn bad_id(e: BadId) -> Status {
@@ -67,7 +74,13 @@ impl InventoryService {
             peers,
             clients: Mutex::new(BTreeMap::new()),
             faults: Arc::default(),
+            admission: Admission::default(),
         }
+    }
+
+    /// Number of shards of the cluster.
+    pub(crate) fn shards(&self) -> u32 {
+        self.node.shards
     }
 
     /// Does not forward to peers `faults` blocks (chaos tests; see
@@ -199,8 +212,10 @@ impl InventoryService {
         forwarded
             .metadata_mut()
             .insert(FORWARDED, MetadataValue::from_static("1"));
-        if let Some(only) = request.metadata().get(ONLY_SHARD) {
-            forwarded.metadata_mut().insert(ONLY_SHARD, only.clone());
+        for key in [ONLY_SHARD, FIRST_ATTEMPT_HEADER] {
+            if let Some(value) = request.metadata().get(key) {
+                forwarded.metadata_mut().insert(key, value.clone());
+            }
         }
         forwarded.set_timeout(DEFAULT_DEADLINE);
         call(client, forwarded).await.map_err(|s| match s.code() {
@@ -300,6 +315,7 @@ fn reservation_to_pb(
         created_at_ms: r.created_at_ms,
         expires_at_ms: r.expires_at_ms,
         as_of_index: index,
+        parts: Vec::new(),
     }
 }
 
@@ -333,14 +349,18 @@ fn item_reserved(r: pb::ReserveResponse) -> pb::ReserveBatchResult {
 
 impl InventoryService {
     /// The sold-out pre-filter (design §5, layer 1): refuses a reserve that
-    /// the shard's stock board, as of this node's applied state, says can
-    /// only fail: with ALL_OR_NOTHING, a line whose SKU (at its location,
-    /// or anywhere) has nothing promisable and nothing held that could come
-    /// back; with PARTIAL, every line so. No Raft round trip. Its refusal
-    /// carries `prefilter=true`: it describes the stock, not this request
-    /// id's history, which is why only first attempts
-    /// (`FIRST_ATTEMPT_HEADER`) are filtered.
-    fn sold_out(
+    /// the shard's stock board, as of this node's applied state, says the
+    /// ledger would refuse now: with ALL_OR_NOTHING, a line whose SKU (at
+    /// its location, or anywhere) has nothing promisable; with PARTIAL,
+    /// every line so. No Raft round trip. Units still held may come back
+    /// (the refusal says how many), but until they do the ledger's answer
+    /// would be the same; refusing here instead of letting a crowd spin on
+    /// retryable admission refusals is what keeps a sold-out flash sale
+    /// cheap (a deliberate step beyond design §5's "and no pending holds";
+    /// see docs/architecture.md). Its refusal carries `prefilter=true`: it
+    /// describes the stock, not this request id's history, which is why
+    /// only first attempts (`FIRST_ATTEMPT_HEADER`) are filtered.
+    pub(crate) fn sold_out(
         &self,
         shard: u32,
         r: &pb::ReserveRequest,
@@ -350,7 +370,7 @@ impl InventoryService {
         let mut sold_out = r.lines.iter().enumerate().filter_map(|(i, l)| {
             board
                 .scarcity(&l.sku, l.location.as_deref())
-                .filter(|s| s.is_sold_out())
+                .filter(|s| s.available <= 0)
                 .map(|s| (i, l, s))
         });
         let (line, l, s) = match policy {
@@ -367,10 +387,11 @@ impl InventoryService {
         Some(status::status(
             Code::FailedPrecondition,
             format!(
-                "lines[{line}]: {} of {} requested, sold out at {} (as of log index {}; refused before the log)",
+                "lines[{line}]: {} of {} requested, none available at {} ({} held; as of log index {}; refused before the log)",
                 l.quantity,
                 l.sku,
                 if location.is_empty() { "every location" } else { &location },
+                s.held,
                 s.as_of_index
             ),
             "OUT_OF_STOCK",
@@ -380,6 +401,7 @@ impl InventoryService {
                 ("location", location),
                 ("requested", l.quantity.to_string()),
                 ("available", s.available.max(0).to_string()),
+                ("held", s.held.to_string()),
                 ("as_of_index", s.as_of_index.to_string()),
                 ("prefilter", "true".into()),
                 ("stale", "true".into()),
@@ -440,23 +462,37 @@ fn fill_policy(p: i32) -> Result<engine::FillPolicy, Status> {
     }
 }
 
-/// The one shard every line's SKU belongs to.
-fn single_shard(skus: &[String], shards: u32) -> Result<u32, Status> {
-    let mut shard = None;
-    for (i, sku) in skus.iter().enumerate() {
-        let s = shard_of(sku, shards);
-        match shard {
-            None => shard = Some(s),
-            Some(first) if first != s => {
-                return Err(status::invalid(
-                    &format!("lines[{i}].sku"),
-                    "is on another shard than lines[0].sku; reserve them separately (cross-shard reservations come later)",
-                ))
-            }
-            Some(_) => {}
-        }
+/// The one shard every line's SKU belongs to (shard 0 for no lines, which
+/// the engine refuses), or `None` when the lines span several shards: a
+/// cross-shard reserve (`crate::cross_shard`).
+fn single_shard(skus: &[String], shards: u32) -> Option<u32> {
+    let mut all = skus.iter().map(|sku| shard_of(sku, shards));
+    let first = all.next().unwrap_or(0);
+    all.all(|s| s == first).then_some(first)
+}
+
+/// The engine's form of a Reserve request (the engine validates it).
+pub(crate) fn engine_reserve(
+    r: &pb::ReserveRequest,
+    policy: engine::FillPolicy,
+) -> engine::Reserve {
+    engine::Reserve {
+        owner: r.owner_id.clone(),
+        customer: r.customer_id.clone(),
+        region: r.region.clone(),
+        lines: r
+            .lines
+            .iter()
+            .map(|l| engine::ReserveLine {
+                sku: l.sku.clone(),
+                quantity: l.quantity,
+                location: l.location.clone(),
+            })
+            .collect(),
+        ttl_ms: r.ttl_ms,
+        policy,
+        allow_split: r.allow_split,
     }
-    Ok(shard.unwrap_or(0))
 }
 
 fn unexpected(outcome: &Outcome) -> Status {
@@ -472,32 +508,29 @@ impl pb::inventory_server::Inventory for InventoryService {
         let r = request.get_ref();
         let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
         let skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
-        let shard = single_shard(&skus, self.node.shards)?;
         let policy = fill_policy(r.policy)?;
-        if request.metadata().contains_key(FIRST_ATTEMPT_HEADER) {
+        let Some(shard) = single_shard(&skus, self.node.shards) else {
+            return cross_shard::reserve(self, request, policy).await;
+        };
+        let first_attempt = request.metadata().contains_key(FIRST_ATTEMPT_HEADER);
+        if first_attempt {
             if let Some(refusal) = self.sold_out(shard, r, policy) {
                 return Err(refusal);
             }
         }
+        // Admission counts what this node proposes: only the shard's
+        // leader admits (a follower forwards, header and all).
+        let _admitted = match self.node.routing.board(shard) {
+            Some(board)
+                if first_attempt && self.node.routing.leader(shard) == Some(self.node.id) =>
+            {
+                Some(self.admission.admit(&board, r)?)
+            }
+            _ => None,
+        };
         let command = Command {
             request_id,
-            kind: CommandKind::Reserve(engine::Reserve {
-                owner: r.owner_id.clone(),
-                customer: r.customer_id.clone(),
-                region: r.region.clone(),
-                lines: r
-                    .lines
-                    .iter()
-                    .map(|l| engine::ReserveLine {
-                        sku: l.sku.clone(),
-                        quantity: l.quantity,
-                        location: l.location.clone(),
-                    })
-                    .collect(),
-                ttl_ms: r.ttl_ms,
-                policy,
-                allow_split: r.allow_split,
-            }),
+            kind: CommandKind::Reserve(engine_reserve(r, policy)),
         };
         let executed = self
             .execute(&request, shard, command, |mut c, req| async move {
@@ -592,6 +625,9 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         request: Request<pb::ConfirmRequest>,
     ) -> Result<Response<pb::ConfirmResponse>, Status> {
+        if ids::is_joined(&request.get_ref().reservation_id) {
+            return cross_shard::confirm(self, request).await;
+        }
         let r = request.get_ref();
         let (request_id, shard, reservation) =
             self.reservation_target(&r.request_id, &r.reservation_id)?;
@@ -626,6 +662,9 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
+        if ids::is_joined(&request.get_ref().reservation_id) {
+            return cross_shard::release(self, request).await;
+        }
         let r = request.get_ref();
         let (request_id, shard, reservation) =
             self.reservation_target(&r.request_id, &r.reservation_id)?;
@@ -652,6 +691,9 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         request: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
+        if ids::is_joined(&request.get_ref().reservation_id) {
+            return cross_shard::extend(self, request).await;
+        }
         let r = request.get_ref();
         let (request_id, shard, reservation) =
             self.reservation_target(&r.request_id, &r.reservation_id)?;
@@ -814,6 +856,9 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         request: Request<pb::GetReservationRequest>,
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
+        if ids::is_joined(&request.get_ref().reservation_id) {
+            return cross_shard::get(self, request).await;
+        }
         let r = request.get_ref();
         let (shard, id) =
             ids::reservation_from_wire(&r.reservation_id, self.node.shards).map_err(bad_id)?;

@@ -2,7 +2,7 @@
 //! statuses (design §6): the right code, a message that names the field or
 //! row, and a `google.rpc.ErrorInfo` with a machine-readable reason.
 
-use holdfast_engine::{Refusal, ReservationState};
+use holdfast_engine::{InvalidArgument, Refusal, ReservationState};
 use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -160,14 +160,18 @@ pub fn refusal(r: &Refusal, ctx: &RefusalContext<'_>) -> Status {
             "HELD_EXCEEDS_STOCK",
             &[("held", held.to_string()), ("supply", supply.to_string())],
         ),
-        Refusal::InvalidArgument(e) => {
-            let field = match e.line {
-                Some(l) => format!("lines[{l}].{}", e.field),
-                None => e.field.to_string(),
-            };
-            invalid(&field, e.why)
-        }
+        Refusal::InvalidArgument(e) => invalid_argument(&e),
     }
+}
+
+/// `INVALID_ARGUMENT` for a field the engine's validation refused, named
+/// as the API names it (`lines[3].quantity`).
+pub fn invalid_argument(e: &InvalidArgument) -> Status {
+    let field = match e.line {
+        Some(l) => format!("lines[{l}].{}", e.field),
+        None => e.field.to_string(),
+    };
+    invalid(&field, e.why)
 }
 
 #[cfg(test)]

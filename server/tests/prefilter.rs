@@ -1,9 +1,9 @@
 //! The sold-out pre-filter (design §5, layer 1) with real processes: once
-//! a row has nothing promisable and nothing held, a reserve marked as a
-//! first attempt is refused by the node without a Raft round trip (the
+//! a row has nothing promisable (held units or none), a reserve marked as
+//! a first attempt is refused by the node without a Raft round trip (the
 //! shard's commit index does not move), with `prefilter=true`; a request
 //! without the mark, such as a retry of one that applied, still gets its
-//! first answer (design §1.3).
+//! first answer (design §1.3). And admission (layer 2).
 
 mod common;
 
@@ -33,7 +33,8 @@ async fn a_sold_out_row_is_refused_before_the_log_and_retries_get_their_first_an
     .await
     .expect("reserved")
     .into_inner();
-    // Held, not yet sold: a hold may come back, so the ledger decides.
+    // Held, not yet sold: an unmarked request (it may be a retry) is
+    // decided by the ledger.
     let refused = node
         .reserve(reserve_request("while-held", SKU))
         .await
@@ -43,6 +44,22 @@ async fn a_sold_out_row_is_refused_before_the_log_and_retries_get_their_first_an
     assert!(
         !info.metadata.contains_key("prefilter"),
         "decided by the ledger: {info:?}"
+    );
+    // A first attempt meets the filter, which says a unit is held.
+    let mut marked = tonic::Request::new(reserve_request("first-while-held", SKU));
+    marked
+        .metadata_mut()
+        .insert(FIRST_ATTEMPT_HEADER, MetadataValue::from_static("1"));
+    let refused = node.reserve(marked).await.expect_err("nothing available");
+    let info = refused.get_details_error_info().expect("error info");
+    assert_eq!(info.reason, "OUT_OF_STOCK");
+    assert_eq!(
+        (
+            info.metadata.get("prefilter").map(String::as_str),
+            info.metadata.get("held").map(String::as_str)
+        ),
+        (Some("true"), Some("1")),
+        "{info:?}"
     );
     node.confirm(pb::ConfirmRequest {
         request_id: "confirm-last".into(),
@@ -87,4 +104,63 @@ async fn a_sold_out_row_is_refused_before_the_log_and_retries_get_their_first_an
     let refused = node.reserve(confused).await.expect_err("filtered");
     let info = refused.get_details_error_info().expect("error info");
     assert_eq!(info.metadata.get("stale").map(String::as_str), Some("true"));
+}
+
+/// Hot-SKU admission (design §5, layer 2) with a real process: a crowd of
+/// first attempts for 5 units meets at most 2 × available in flight; the
+/// rest are refused before the log with `RESOURCE_EXHAUSTED` /
+/// `ADMISSION_LIMIT`, and retrying them (still first attempts: they were
+/// never proposed) ends with exactly 5 sold, never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_is_admitted_a_bounded_number_at_a_time_and_sells_exactly_the_stock() {
+    const UNITS: i64 = 5;
+    const BUYERS: usize = 300;
+    let c = ProcessCluster::start(1, SHARDS, &[]);
+    stock(&c, 0, "SKU-HOT", UNITS).await;
+    let node = c.inventory(0);
+    let attempt = |id: String| {
+        let mut n = node.clone();
+        async move {
+            let mut request = tonic::Request::new(reserve_request(&id, "SKU-HOT"));
+            request
+                .metadata_mut()
+                .insert(FIRST_ATTEMPT_HEADER, MetadataValue::from_static("1"));
+            n.reserve(request).await
+        }
+    };
+    let mut waiting: Vec<String> = (0..BUYERS).map(|i| format!("buyer-{i}")).collect();
+    let (mut sold, mut admission_refusals, mut out_of_stock) = (0, 0, 0);
+    let started = std::time::Instant::now();
+    while !waiting.is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{} buyers never got an answer",
+            waiting.len()
+        );
+        let answers = futures_util::future::join_all(waiting.iter().cloned().map(&attempt)).await;
+        let mut again = Vec::new();
+        for (id, answer) in waiting.into_iter().zip(answers) {
+            match answer {
+                Ok(_) => sold += 1,
+                Err(s) if s.code() == Code::ResourceExhausted => {
+                    let info = s.get_details_error_info().expect("error info");
+                    assert_eq!(info.reason, "ADMISSION_LIMIT");
+                    let in_flight: i64 = info.metadata["in_flight"].parse().unwrap();
+                    let available: i64 = info.metadata["available"].parse().unwrap();
+                    assert!(in_flight >= 2 * available, "{info:?}");
+                    admission_refusals += 1;
+                    again.push(id);
+                }
+                Err(s) if s.code() == Code::FailedPrecondition => out_of_stock += 1,
+                Err(s) => panic!("{id}: {s:?}"),
+            }
+        }
+        waiting = again;
+    }
+    assert_eq!(sold, UNITS, "exactly the stock is sold");
+    assert_eq!(sold as usize + out_of_stock, BUYERS);
+    assert!(
+        admission_refusals > 0,
+        "{BUYERS} concurrent first attempts for {UNITS} units never met the limit"
+    );
 }

@@ -109,7 +109,28 @@ impl Render for ReservationView {
                 ]
             })
             .collect();
-        s + &table(&["SKU", "LOCATION", "HELD", "CONFIRMED"], &rows)
+        s += &table(&["SKU", "LOCATION", "HELD", "CONFIRMED"], &rows);
+        if !self.parts.is_empty() {
+            let parts: Vec<Vec<String>> = self
+                .parts
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.reservation_id.clone(),
+                        format!("{:?}", p.state).to_lowercase(),
+                        p.lines.to_string(),
+                        at_ms(p.expires_at_ms),
+                        p.as_of_index.to_string(),
+                    ]
+                })
+                .collect();
+            s.push('\n');
+            s += &table(
+                &["PART", "STATE", "LINES", "EXPIRES_AT_MS", "AS_OF_INDEX"],
+                &parts,
+            );
+        }
+        s
     }
 }
 
