@@ -618,13 +618,18 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         let client = Client::connect(&cli.nodes, options).await.map_err(Ok)?;
         if matches!(cli.command, Command::Watch { .. }) {
+            // Streamed as it came: nothing is left to print.
             watch(client, cli.command, json).await.map_err(Ok)?;
-            return Ok(boxed(Ok(output::Nothing)));
+            return Ok(Ok(None));
         }
-        run(client, cli.command).await.map_err(Err)
+        run(client, cli.command)
+            .await
+            .map(|o| o.map(Some))
+            .map_err(Err)
     });
     match outcome {
-        Ok(Ok(printable)) => {
+        Ok(Ok(None)) => ExitCode::from(exit::OK),
+        Ok(Ok(Some(printable))) => {
             if json {
                 println!("{}", printable.json());
             } else {

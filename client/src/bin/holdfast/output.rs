@@ -168,16 +168,6 @@ impl Render for ReservationPage {
     }
 }
 
-/// Prints nothing: a command whose output was already streamed.
-#[derive(Serialize)]
-pub struct Nothing;
-
-impl Render for Nothing {
-    fn table(&self) -> String {
-        String::new()
-    }
-}
-
 /// One streamed event: a line of text, or one JSON object per line.
 pub fn event_line(e: &Event, json: bool) -> String {
     let (shard, index, seq) = e
