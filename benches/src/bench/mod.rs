@@ -1,0 +1,28 @@
+//! `holdfast-bench`, the load harness: Holdfast beside PostgreSQL, Redis
+//! and the gRPC floor, in one run (design §8, "How we know").
+//!
+//! One job per module:
+//! - [`scenario`]: the scenarios, the catalogue and the orders they draw;
+//! - [`system`]: the systems' names;
+//! - [`target`]: one interface the loops call every system through;
+//! - [`grpc`]: Holdfast clusters (and the floor's stubs);
+//! - [`peers`]: PostgreSQL, Redis and the floor as child processes;
+//! - [`closed_loop`], [`open_loop`], [`flash`]: the loads;
+//! - [`stats`]: outcome counts and HDR histograms;
+//! - [`probe`]: the fsync probe;
+//! - [`run`]: the plan and the interleaved run;
+//! - [`report`], [`plot`]: JSON, Markdown and SVG.
+
+pub mod closed_loop;
+pub mod flash;
+pub mod grpc;
+pub mod open_loop;
+pub mod peers;
+pub mod plot;
+pub mod probe;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod stats;
+pub mod system;
+pub mod target;
