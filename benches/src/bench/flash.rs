@@ -7,7 +7,9 @@
 //! It reports how many succeeded (exactly the units, or the ledger is
 //! wrong), when the last unit went, how the refusals split between the
 //! pre-filter, the ledger and admission (`RESOURCE_EXHAUSTED`), and the
-//! refusals' latency.
+//! refusals' latency. A buyer whose attempt got no answer from the ledger
+//! (a leader change under the rush) sends it again with the same request
+//! id, as the Rust client would, so every buyer's answer is the ledger's.
 
 use crate::bench::closed_loop::CALL_TIMEOUT;
 use crate::bench::scenario::{Line, FLASH_SKU, FLASH_UNITS, HOT_LOCATION};
@@ -41,6 +43,9 @@ pub struct FlashResult {
     pub shed: u64,
     /// Other failures.
     pub errors: u64,
+    /// Attempts sent again after no answer from the ledger (no leader,
+    /// dropped proposal), with the same request id.
+    pub retries: u64,
     /// From the release of the buyers to the last unit's reserve answer.
     pub sold_out_ms: Option<f64>,
     /// From the release to the last buyer's answer.
@@ -73,6 +78,7 @@ impl FlashResult {
 
 struct Buyer {
     reply: Reply,
+    retries: u32,
     latency: Duration,
     answered_at: Duration,
     confirm_failed: bool,
@@ -96,9 +102,13 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
             tokio::spawn(async move {
                 let _ = ready.wait_for(|go| *go).await;
                 let t = Instant::now();
-                let reply = tokio::time::timeout(CALL_TIMEOUT, target.reserve(b, &id, &order, FLASH_TTL_MS))
-                    .await
-                    .unwrap_or_else(|_| Reply::Error("reserve timed out".into()));
+                let deadline = t + CALL_TIMEOUT;
+                let (reply, retries) = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    target.reserve_until_answered(b, &id, &order, FLASH_TTL_MS, deadline),
+                )
+                .await
+                .unwrap_or_else(|_| (Reply::Error("reserve timed out".into()), 0));
                 let latency = t.elapsed();
                 let mut confirm_failed = false;
                 if let Reply::Held(held) = &reply {
@@ -109,7 +119,7 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
                     .await;
                     confirm_failed = !matches!(confirm, Ok(Reply::Done));
                 }
-                (reply, latency, t, confirm_failed)
+                (reply, latency, t, confirm_failed, retries)
             })
         })
         .collect();
@@ -119,15 +129,16 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
     let _ = go.send(true);
     let mut answers = Vec::with_capacity(buyers);
     for task in tasks {
-        let (reply, latency, started, confirm_failed) = match task.await {
+        let (reply, latency, started, confirm_failed, retries) = match task.await {
             Ok(r) => r,
-            Err(e) => (Reply::Error(e.to_string()), Duration::ZERO, released, false),
+            Err(e) => (Reply::Error(e.to_string()), Duration::ZERO, released, false, 0),
         };
         answers.push(Buyer {
             reply,
             latency,
             answered_at: (started + latency).saturating_duration_since(released),
             confirm_failed,
+            retries,
         });
     }
     summarise(system, buyers, &answers)
@@ -145,6 +156,7 @@ fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
         refused_by_prefilter: 0,
         shed: 0,
         errors: 0,
+        retries: 0,
         sold_out_ms: None,
         all_answered_ms: 0.0,
         refusal_latency: Summary::default(),
@@ -154,6 +166,7 @@ fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
     };
     let mut sold_at = Vec::new();
     for b in answers {
+        result.retries += u64::from(b.retries);
         result.all_answered_ms = result.all_answered_ms.max(b.answered_at.as_secs_f64() * 1e3);
         match &b.reply {
             Reply::Held(_) | Reply::Done => {
@@ -196,6 +209,7 @@ mod tests {
             latency: Duration::from_millis(ms),
             answered_at: Duration::from_millis(ms),
             confirm_failed: false,
+            retries: 0,
         }
     }
 

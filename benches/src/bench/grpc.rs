@@ -25,12 +25,16 @@ use holdfast_server::pb::inventory::inventory_client::InventoryClient;
 use holdfast_server::service::FIRST_ATTEMPT_HEADER;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
+/// First pause before a flash buyer's reserve is sent again.
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between two attempts (an election takes 300-600 ms).
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(200);
 /// Stocking calls in flight at once.
 const STOCK_CALLS_IN_FLIGHT: usize = 128;
 /// Deadline of one stocking call, retries included: long enough for the
@@ -73,6 +77,8 @@ impl HoldfastCluster {
     /// flash row, through the Rust client.
     pub async fn stock(&self, catalogue: Catalogue) -> Result<(), String> {
         use holdfast_client::{AdjustStock, Client, ClientOptions, UpsertLocation};
+        // Until every shard has a leader the nodes may not even listen.
+        self.nodes.leaders().await;
         let endpoints: Vec<String> = self
             .nodes
             .ports
@@ -179,6 +185,48 @@ impl GrpcTarget {
         match stub.reserve(request).await {
             Ok(r) => Reply::Held(r.into_inner().reservation_id),
             Err(status) => classify(&status),
+        }
+    }
+
+    /// Holds `order` under `id` as a client would for a buyer: the first
+    /// attempt marked as such (so the pre-filter may answer it), and, when
+    /// it gets no answer from the ledger (no leader, a dropped proposal, a
+    /// broken connection), the same request unmarked again after a pause,
+    /// until `deadline`, so it gets its first answer if it was applied.
+    /// `RESOURCE_EXHAUSTED` is returned as it is: a refusal of its own.
+    /// Returns the reply and the attempts after the first.
+    pub async fn reserve_until_answered(
+        &self,
+        caller: usize,
+        id: &str,
+        order: &Order,
+        ttl_ms: u64,
+        deadline: Instant,
+    ) -> (Reply, u32) {
+        let mut stub = self.stub(Self::shard_of_order(order), caller);
+        let mut pause = RETRY_PAUSE_MIN;
+        let mut retries = 0;
+        loop {
+            let mut request = tonic::Request::new(reserve_request(id, caller, order, ttl_ms));
+            if retries == 0 {
+                request
+                    .metadata_mut()
+                    .insert(FIRST_ATTEMPT_HEADER, MetadataValue::from_static("1"));
+            }
+            let status = match stub.reserve(request).await {
+                Ok(r) => return (Reply::Held(r.into_inner().reservation_id), retries),
+                Err(status) => status,
+            };
+            let again = matches!(
+                status.code(),
+                Code::Unavailable | Code::Aborted | Code::Unknown | Code::Cancelled
+            );
+            if !again || Instant::now() + pause >= deadline {
+                return (classify(&status), retries);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+            retries += 1;
         }
     }
 

@@ -328,11 +328,11 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     if !report.flash.is_empty() {
-        let _ = writeln!(md, "\n## flash: buyers race for the units, each success confirms\n\n| system | buyers | units | sold | refused | by pre-filter | shed | errors | sold out after ms | all answered ms | refusal p50 ms | refusal p99 ms | pre-filter p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "\n## flash: buyers race for the units, each success confirms\n\n| system | buyers | units | sold | refused | by pre-filter | shed | errors | retries | sold out after ms | all answered ms | refusal p50 ms | refusal p99 ms | pre-filter p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for f in &report.flash {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {}{} | {} | {} ({:.0}%) | {} | {} | {} | {:.0} | {} | {} | {} |",
+                "| {} | {} | {} | {}{} | {} | {} ({:.0}%) | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
                 f.system,
                 f.buyers,
                 f.units,
@@ -343,6 +343,7 @@ pub fn markdown(report: &Report) -> String {
                 100.0 * f.prefilter_share(),
                 f.shed,
                 f.errors,
+                f.retries,
                 f.sold_out_ms.map_or("-".into(), |x| format!("{x:.0}")),
                 f.all_answered_ms,
                 ms(f.refusal_latency.p50_ms),

@@ -170,8 +170,9 @@ fn load_avg() -> f64 {
 }
 
 fn commit() -> Option<String> {
+    // The source tree this binary was built from, wherever it runs.
     let out = std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty"])
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"])
         .output()
         .ok()?;
     out.status
@@ -407,7 +408,7 @@ pub async fn run(o: &Options) -> Result<Outcomes, String> {
                 l.target = Target::Grpc(owned.clusters[i].target(1).await);
             }
             done += 1;
-            let tag = format!("k{cell_no}{}", &l.id.name()[..1]);
+            let tag = format!("k{cell_no}-{}", l.id.name());
             match cell.load {
                 Load::Flash => {
                     let f = run_flash(l, o.buyers, &tag, &owned).await;
@@ -507,10 +508,14 @@ async fn run_cell(l: &Live, cell: &Cell, load: Load, plan: &Plan, cell_no: usize
             return (stats, 1);
         }
     };
+    // The same orders for every system; request ids of their own, since
+    // the two PostgreSQL systems share one table of reservations.
     let seed = (cell_no as u64) << 32;
+    let system_no = SystemId::ALL.iter().position(|s| *s == l.id).unwrap_or(0);
+    let cell_no = cell_no * SystemId::ALL.len() + system_no;
     match (cell.scenario, load) {
         (Scenario::Batch, Load::Closed(callers)) => {
-            let make = |caller: usize| batch_caller(&l.target, &picker, seed, caller, cell_no);
+            let make = |caller: usize| batch_caller(&l.target, &picker, seed, caller, cell_no, BATCH_SIZE);
             let stats = closed_loop::run(callers, plan.warmup, plan.measure, &make).await;
             (stats, BATCH_SIZE)
         }
@@ -556,7 +561,10 @@ async fn run_cell(l: &Live, cell: &Cell, load: Load, plan: &Plan, cell_no: usize
     }
 }
 
-fn reserve_caller(target: &Target, picker: &Picker, seed: u64, caller: usize, cell_no: usize) -> CallFn {
+/// A closed-loop caller that reserves `picker`'s orders one per call;
+/// `seed` and `caller` fix its orders (the same for every system), and
+/// `cell_no` keeps its request ids apart from other cells'.
+pub fn reserve_caller(target: &Target, picker: &Picker, seed: u64, caller: usize, cell_no: usize) -> CallFn {
     let target = target.clone();
     let picker = picker.clone();
     let mut rng = SmallRng::seed_from_u64(seed | caller as u64);
@@ -570,14 +578,23 @@ fn reserve_caller(target: &Target, picker: &Picker, seed: u64, caller: usize, ce
     })
 }
 
-fn batch_caller(target: &Target, picker: &Picker, seed: u64, caller: usize, cell_no: usize) -> CallFn {
+/// A closed-loop caller that reserves `batch` of `picker`'s orders per
+/// `ReserveBatch` call (as [`reserve_caller`] otherwise).
+pub fn batch_caller(
+    target: &Target,
+    picker: &Picker,
+    seed: u64,
+    caller: usize,
+    cell_no: usize,
+    batch: usize,
+) -> CallFn {
     let target = target.clone();
     let picker = picker.clone();
     let mut rng = SmallRng::seed_from_u64(seed | caller as u64);
     let mut n = 0u64;
     Box::new(move || {
         n += 1;
-        let items: Vec<_> = (0..BATCH_SIZE)
+        let items: Vec<_> = (0..batch)
             .map(|k| (format!("k{cell_no}-{caller}-{n}-{k}"), picker.order(&mut rng)))
             .collect();
         let target = target.clone();

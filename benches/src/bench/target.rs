@@ -64,6 +64,24 @@ impl Target {
         }
     }
 
+    /// [`Target::reserve`] as a buyer's client makes it: Holdfast's
+    /// attempts that got no answer from the ledger are sent again with
+    /// the same id until `deadline` ([`GrpcTarget::reserve_until_answered`]);
+    /// the peers answer in one call. Also returns the retries.
+    pub async fn reserve_until_answered(
+        &self,
+        caller: usize,
+        id: &str,
+        order: &Order,
+        ttl_ms: u64,
+        deadline: std::time::Instant,
+    ) -> (Reply, u32) {
+        match self {
+            Target::Grpc(t) => t.reserve_until_answered(caller, id, order, ttl_ms, deadline).await,
+            _ => (self.reserve(caller, id, order, ttl_ms).await, 0),
+        }
+    }
+
     /// Many reservations in one call, where the system has such a call
     /// (`None`: it has not).
     pub async fn reserve_batch(

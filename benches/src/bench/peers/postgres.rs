@@ -250,7 +250,7 @@ impl Postgres {
             .execute(
                 "INSERT INTO stock (sku, location, on_hand)
                  SELECT 'sku-' || lpad(i::text, 6, '0'), l, $1
-                 FROM generate_series(0, $2 - 1) AS i, unnest($3::text[]) AS l",
+                 FROM generate_series(0::bigint, $2::bigint - 1) AS i, unnest($3::text[]) AS l",
                 &[&UNLIMITED_UNITS, &i64::from(catalogue.skus), &locations],
             )
             .await
@@ -344,7 +344,7 @@ impl PgTarget {
         {
             Ok(_) => Reply::Held(id.to_string()),
             Err(e) if sqlstate(&e) == Some(OUT_OF_STOCK_SQLSTATE) => Reply::Refused { prefilter: false },
-            Err(e) => Reply::Error(e.to_string()),
+            Err(e) => Reply::Error(describe(&e)),
         }
     }
 
@@ -355,9 +355,9 @@ impl PgTarget {
             Ok(row) => match row.try_get::<_, bool>(0) {
                 Ok(true) => Reply::Done,
                 Ok(false) => Reply::Refused { prefilter: false },
-                Err(e) => Reply::Error(e.to_string()),
+                Err(e) => Reply::Error(describe(&e)),
             },
-            Err(e) => Reply::Error(e.to_string()),
+            Err(e) => Reply::Error(describe(&e)),
         }
     }
 
@@ -382,6 +382,14 @@ impl PgTarget {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The server's message where there is one ("db error" alone says little).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => e.to_string(),
     }
 }
 
