@@ -55,7 +55,9 @@ pub async fn run(
             Ok(cell) => total.merge(cell),
             Err(e) => {
                 total.tally.errors += 1;
-                total.first_error.get_or_insert_with(|| format!("caller task: {e}"));
+                total
+                    .first_error
+                    .get_or_insert_with(|| format!("caller task: {e}"));
             }
         }
     }

@@ -131,7 +131,13 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
     for task in tasks {
         let (reply, latency, started, confirm_failed, retries) = match task.await {
             Ok(r) => r,
-            Err(e) => (Reply::Error(e.to_string()), Duration::ZERO, released, false, 0),
+            Err(e) => (
+                Reply::Error(e.to_string()),
+                Duration::ZERO,
+                released,
+                false,
+                0,
+            ),
         };
         answers.push(Buyer {
             reply,
@@ -167,7 +173,9 @@ fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
     let mut sold_at = Vec::new();
     for b in answers {
         result.retries += u64::from(b.retries);
-        result.all_answered_ms = result.all_answered_ms.max(b.answered_at.as_secs_f64() * 1e3);
+        result.all_answered_ms = result
+            .all_answered_ms
+            .max(b.answered_at.as_secs_f64() * 1e3);
         match &b.reply {
             Reply::Held(_) | Reply::Done => {
                 result.sold += 1;

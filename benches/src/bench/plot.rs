@@ -33,7 +33,13 @@ pub fn throughput(rows: &[&Row], title: &str, path: &Path) -> Result<(), String>
             .filter_map(|r| r.callers.map(|c| (c as f64, r.throughput_per_s)))
             .collect()
     };
-    let x_max = rows.iter().filter_map(|r| r.callers).max().unwrap_or(1).max(2) as f64 * 1.5;
+    let x_max = rows
+        .iter()
+        .filter_map(|r| r.callers)
+        .max()
+        .unwrap_or(1)
+        .max(2) as f64
+        * 1.5;
     let y_max = rows.iter().map(|r| r.throughput_per_s).fold(1.0, f64::max) * 1.1;
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -56,7 +62,9 @@ pub fn throughput(rows: &[&Row], title: &str, path: &Path) -> Result<(), String>
             .draw_series(LineSeries::new(points(system), color.stroke_width(2)))
             .map_err(err)?
             .label(system.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -91,10 +99,15 @@ pub fn latency_cdf(rows: &[&Row], title: &str, path: &Path) -> Result<(), String
     for (i, row) in rows.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(row.cdf.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                row.cdf.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(err)?
             .label(row.system.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -120,9 +133,18 @@ pub fn all(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
     for (scenario, lines, batch, load) in cells {
         let of_cell: Vec<&Row> = rows
             .iter()
-            .filter(|r| r.scenario == scenario && r.lines == lines && r.batch == batch && r.load == load)
+            .filter(|r| {
+                r.scenario == scenario && r.lines == lines && r.batch == batch && r.load == load
+            })
             .collect();
-        let stem = format!("{scenario}-{lines}l{}", if batch > 1 { format!("-batch{batch}") } else { String::new() });
+        let stem = format!(
+            "{scenario}-{lines}l{}",
+            if batch > 1 {
+                format!("-batch{batch}")
+            } else {
+                String::new()
+            }
+        );
         let levels: Vec<usize> = {
             let mut l: Vec<usize> = of_cell.iter().filter_map(|r| r.callers).collect();
             l.sort_unstable();
@@ -131,12 +153,20 @@ pub fn all(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
         };
         if levels.len() > 1 {
             let path = dir.join(format!("throughput-{stem}.svg"));
-            throughput(&of_cell, &format!("{scenario}, {lines}-line: throughput vs callers"), &path)?;
+            throughput(
+                &of_cell,
+                &format!("{scenario}, {lines}-line: throughput vs callers"),
+                &path,
+            )?;
             written.push(path);
         }
         // The CDF at 64 callers where there is such a level, else the
         // largest; open-loop rows have one rate.
-        let level = levels.iter().copied().find(|&c| c == 64).or(levels.last().copied());
+        let level = levels
+            .iter()
+            .copied()
+            .find(|&c| c == 64)
+            .or(levels.last().copied());
         let at_level: Vec<&Row> = of_cell
             .iter()
             .copied()
@@ -145,7 +175,11 @@ pub fn all(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>, String> {
         if !at_level.is_empty() {
             let what = level.map_or_else(|| at_level[0].load_label(), |c| format!("{c} callers"));
             let path = dir.join(format!("latency-cdf-{stem}.svg"));
-            latency_cdf(&at_level, &format!("{scenario}, {lines}-line: latency CDF at {what}"), &path)?;
+            latency_cdf(
+                &at_level,
+                &format!("{scenario}, {lines}-line: latency CDF at {what}"),
+                &path,
+            )?;
             written.push(path);
         }
     }

@@ -165,7 +165,13 @@ pub fn fill_ratios(rows: &mut [Row]) {
     }
 }
 
-fn find<'a>(rows: &'a [Row], scenario: &str, lines: usize, system: SystemId, callers: usize) -> Option<&'a Row> {
+fn find<'a>(
+    rows: &'a [Row],
+    scenario: &str,
+    lines: usize,
+    system: SystemId,
+    callers: usize,
+) -> Option<&'a Row> {
     rows.iter().find(|r| {
         r.scenario == scenario
             && r.lines == lines
@@ -182,7 +188,11 @@ fn aim(aim: &str, parts: Vec<(String, bool)>) -> Aim {
         measured: if parts.is_empty() {
             "not measured in this run".into()
         } else {
-            parts.into_iter().map(|(s, _)| s).collect::<Vec<_>>().join("; ")
+            parts
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect::<Vec<_>>()
+                .join("; ")
         },
     }
 }
@@ -197,34 +207,74 @@ pub fn aims(report: &Report, open_rate_aim: u64) -> Vec<Aim> {
         if let Some(x) = h.vs_postgres {
             parts.push((format!("3-node ÷ PostgreSQL {x:.1}×"), x >= 20.0));
         }
-        parts.push((format!("3-node p99 {:.2} ms", h.latency.p99_ms), h.latency.p99_ms < 10.0));
+        parts.push((
+            format!("3-node p99 {:.2} ms", h.latency.p99_ms),
+            h.latency.p99_ms < 10.0,
+        ));
     }
     out.push(aim("hot@64: 3-node ≥ 20× PostgreSQL, p99 < 10 ms", parts));
     let mut parts = Vec::new();
     for callers in [64, 256] {
         for (system, need) in [(Holdfast1, 1.0), (Holdfast3, 0.5)] {
             if let Some(x) = find(rows, "hot", 1, system, callers).and_then(|r| r.vs_redis_lua) {
-                parts.push((format!("{}@{callers} ÷ Redis-Lua always {x:.2}", system.name()), x >= need));
+                parts.push((
+                    format!("{}@{callers} ÷ Redis-Lua always {x:.2}", system.name()),
+                    x >= need,
+                ));
             }
         }
     }
-    out.push(aim("hot@64/256: 1-node ≥ Redis-Lua (always), 3-node ≥ half of it", parts));
+    out.push(aim(
+        "hot@64/256: 1-node ≥ Redis-Lua (always), 3-node ≥ half of it",
+        parts,
+    ));
     let mut parts = Vec::new();
     for r in rows.iter().filter(|r| {
-        (r.scenario == "hot" || r.scenario == "uniform") && r.callers.is_some_and(|c| c >= 256) && r.batch == 1
+        (r.scenario == "hot" || r.scenario == "uniform")
+            && r.callers.is_some_and(|c| c >= 256)
+            && r.batch == 1
     }) {
         if let Some(x) = r.vs_floor {
-            parts.push((format!("{} {}-line {}@{} {x:.2}", r.scenario, r.lines, r.system, r.load_label()), x >= 0.6));
+            parts.push((
+                format!(
+                    "{} {}-line {}@{} {x:.2}",
+                    r.scenario,
+                    r.lines,
+                    r.system,
+                    r.load_label()
+                ),
+                x >= 0.6,
+            ));
         }
     }
     out.push(aim("hot/uniform @256+: ≥ 60% of the floor", parts));
     let mut parts = Vec::new();
-    for f in report.flash.iter().filter(|f| SystemId::parse(&f.system).is_ok_and(SystemId::is_holdfast)) {
+    for f in report
+        .flash
+        .iter()
+        .filter(|f| SystemId::parse(&f.system).is_ok_and(SystemId::is_holdfast))
+    {
         parts.push((format!("{}: {} sold", f.system, f.sold), f.exact()));
-        parts.push((format!("{}: {:.0}% of refusals by the pre-filter", f.system, 100.0 * f.prefilter_share()), f.prefilter_share() >= 0.9));
-        parts.push((format!("{}: refusal p99 {:.2} ms", f.system, f.refusal_latency.p99_ms), f.refusal_latency.p99_ms < 5.0));
+        parts.push((
+            format!(
+                "{}: {:.0}% of refusals by the pre-filter",
+                f.system,
+                100.0 * f.prefilter_share()
+            ),
+            f.prefilter_share() >= 0.9,
+        ));
+        parts.push((
+            format!(
+                "{}: refusal p99 {:.2} ms",
+                f.system, f.refusal_latency.p99_ms
+            ),
+            f.refusal_latency.p99_ms < 5.0,
+        ));
     }
-    out.push(aim("flash: exactly 100 sold, ≥ 90% of refusals by the pre-filter, refusal p99 < 5 ms", parts));
+    out.push(aim(
+        "flash: exactly 100 sold, ≥ 90% of refusals by the pre-filter, refusal p99 < 5 ms",
+        parts,
+    ));
     let best_batch = rows
         .iter()
         .filter(|r| r.system == Holdfast3.name() && r.batch > 1)
@@ -233,7 +283,10 @@ pub fn aims(report: &Report, open_rate_aim: u64) -> Vec<Aim> {
     let parts = best_batch
         .map(|x| vec![(format!("best 3-node {x:.0} reservations/s"), x >= 500_000.0)])
         .unwrap_or_default();
-    out.push(aim("ReserveBatch (100 per call) ≥ 500,000 reservations/s on 3 nodes", parts));
+    out.push(aim(
+        "ReserveBatch (100 per call) ≥ 500,000 reservations/s on 3 nodes",
+        parts,
+    ));
     let mut parts = Vec::new();
     for system in [Holdfast3, Postgres] {
         if let Some(r) = rows.iter().find(|r| {
@@ -241,7 +294,10 @@ pub fn aims(report: &Report, open_rate_aim: u64) -> Vec<Aim> {
         }) {
             let kept_up = r.throughput_per_s >= 0.95 * open_rate_aim as f64 && r.tally.errors == 0;
             parts.push((
-                format!("{}: {:.0}/s done, p95 {:.2} ms, {} errors", r.system, r.throughput_per_s, r.latency.p95_ms, r.tally.errors),
+                format!(
+                    "{}: {:.0}/s done, p95 {:.2} ms, {} errors",
+                    r.system, r.throughput_per_s, r.latency.p95_ms, r.tally.errors
+                ),
                 kept_up && r.latency.p95_ms < 10.0,
             ));
         }
@@ -255,7 +311,10 @@ pub fn aims(report: &Report, open_rate_aim: u64) -> Vec<Aim> {
         .iter()
         .map(|c| (format!("{}: {:.2}×", c.system, c.ratio), c.ratio <= 1.5))
         .collect();
-    out.push(aim("commit latency at 1 caller ≤ 1.5 × (one fsync + one loopback RTT)", parts));
+    out.push(aim(
+        "commit latency at 1 caller ≤ 1.5 × (one fsync + one loopback RTT)",
+        parts,
+    ));
     out
 }
 
@@ -272,7 +331,11 @@ pub fn markdown(report: &Report) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# holdfast-bench report\n");
     let _ = writeln!(md, "- command: `{}`", report.command);
-    let _ = writeln!(md, "- commit: {}", report.commit.as_deref().unwrap_or("unknown"));
+    let _ = writeln!(
+        md,
+        "- commit: {}",
+        report.commit.as_deref().unwrap_or("unknown")
+    );
     let _ = writeln!(
         md,
         "- machine: {} CPUs, load average {:.1} at the start, {:.1} at the end; wall time {:.0} s",
@@ -287,11 +350,25 @@ pub fn markdown(report: &Report) -> String {
         report.flash_buyers
     );
     if let Some(f) = &report.fsync_probe {
-        let _ = writeln!(md, "- fsync probe (4 KiB append + fdatasync, clusters' disk): p50 {} ms, p99 {} ms", ms(f.p50_ms), ms(f.p99_ms));
+        let _ = writeln!(
+            md,
+            "- fsync probe (4 KiB append + fdatasync, clusters' disk): p50 {} ms, p99 {} ms",
+            ms(f.p50_ms),
+            ms(f.p99_ms)
+        );
     }
-    let _ = writeln!(md, "\n## Systems\n\n| system | ran | setup or reason skipped |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n## Systems\n\n| system | ran | setup or reason skipped |\n|---|---|---|"
+    );
     for s in &report.systems {
-        let _ = writeln!(md, "| {} | {} | {} |", s.system, if s.ran { "yes" } else { "**skipped**" }, s.note);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            s.system,
+            if s.ran { "yes" } else { "**skipped**" },
+            s.note
+        );
     }
     let mut sections: Vec<(String, usize, usize, String)> = Vec::new();
     for r in &report.rows {
@@ -301,13 +378,19 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     for (scenario, lines, batch, load) in sections {
-        let unit = if scenario == "lifecycle" { "lifecycles/s" } else { "reservations/s" };
+        let unit = if scenario == "lifecycle" {
+            "lifecycles/s"
+        } else {
+            "reservations/s"
+        };
         let _ = writeln!(
             md,
             "\n## {scenario}: {lines}-line orders, {}, {load} loop\n\n| system | callers | {unit} | p50 ms | p99 ms | p99.9 ms | max ms | refused | shed | errors | ÷ PostgreSQL | ÷ Redis-Lua | ÷ floor |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             if batch > 1 { format!("ReserveBatch of {batch}") } else { "one per call".into() }
         );
-        for r in report.rows.iter().filter(|r| r.scenario == scenario && r.lines == lines && r.batch == batch && r.load == load) {
+        for r in report.rows.iter().filter(|r| {
+            r.scenario == scenario && r.lines == lines && r.batch == batch && r.load == load
+        }) {
             let _ = writeln!(
                 md,
                 "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -355,7 +438,15 @@ pub fn markdown(report: &Report) -> String {
     if !report.commit_latency.is_empty() {
         let _ = writeln!(md, "\n## Commit latency at 1 caller\n\n| system | commit p50 ms | fsync p50 ms | gRPC round trip p50 ms | ratio |\n|---|---|---|---|---|");
         for c in &report.commit_latency {
-            let _ = writeln!(md, "| {} | {} | {} | {} | {:.2} |", c.system, ms(c.commit_p50_ms), ms(c.fsync_p50_ms), ms(c.rtt_p50_ms), c.ratio);
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {:.2} |",
+                c.system,
+                ms(c.commit_p50_ms),
+                ms(c.fsync_p50_ms),
+                ms(c.rtt_p50_ms),
+                c.ratio
+            );
         }
     }
     let _ = writeln!(md, "\n## Aims\n\n| aim | measured | met |\n|---|---|---|");

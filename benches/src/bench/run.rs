@@ -172,7 +172,13 @@ fn load_avg() -> f64 {
 fn commit() -> Option<String> {
     // The source tree this binary was built from, wherever it runs.
     let out = std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"])
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "describe",
+            "--always",
+            "--dirty",
+        ])
         .output()
         .ok()?;
     out.status
@@ -207,9 +213,17 @@ async fn start_systems(
         match Floor::start(log_dir) {
             Ok(floor) => {
                 let target = Target::Grpc(GrpcTarget::new(&vec![floor.port; SHARDS as usize], 1));
-                live.push(Live { id: SystemId::Floor, target, cluster: None });
+                live.push(Live {
+                    id: SystemId::Floor,
+                    target,
+                    cluster: None,
+                });
                 owned.floor = Some(floor);
-                note(SystemId::Floor, true, "grpc-floor: the same tonic stack answering at once".into());
+                note(
+                    SystemId::Floor,
+                    true,
+                    "grpc-floor: the same tonic stack answering at once".into(),
+                );
             }
             Err(e) => {
                 errors.push(format!("floor: {e}"));
@@ -245,7 +259,11 @@ async fn start_systems(
                         t.elapsed().as_secs_f64()
                     ),
                 );
-                live.push(Live { id, target, cluster: Some(owned.clusters.len()) });
+                live.push(Live {
+                    id,
+                    target,
+                    cluster: Some(owned.clusters.len()),
+                });
                 owned.clusters.push(cluster);
             }
             Err(e) => {
@@ -263,7 +281,11 @@ async fn start_systems(
                 ] {
                     if wants(id) {
                         note(id, true, format!("PostgreSQL, fsync=on, {how}, {} connections, one PL/pgSQL call per operation", crate::bench::peers::postgres::CONNECTIONS));
-                        live.push(Live { id, target: Target::Postgres(target), cluster: None });
+                        live.push(Live {
+                            id,
+                            target: Target::Postgres(target),
+                            cluster: None,
+                        });
                     }
                 }
                 owned.postgres = Some(pg);
@@ -277,14 +299,21 @@ async fn start_systems(
             }
         }
     }
-    for (id, fsync) in [(SystemId::RedisAlways, "always"), (SystemId::RedisEverysec, "everysec")] {
+    for (id, fsync) in [
+        (SystemId::RedisAlways, "always"),
+        (SystemId::RedisEverysec, "everysec"),
+    ] {
         if !wants(id) {
             continue;
         }
         match start_redis(fsync, o, plan, log_dir).await {
             Ok((redis, target)) => {
                 note(id, true, format!("redis-server, appendonly yes, appendfsync {fsync}, {} multiplexed connections, one Lua script call per operation", crate::bench::peers::redis::CONNECTIONS));
-                live.push(Live { id, target: Target::Redis(target), cluster: None });
+                live.push(Live {
+                    id,
+                    target: Target::Redis(target),
+                    cluster: None,
+                });
                 owned.redis.push(redis);
             }
             Err(e) => note(id, false, e),
@@ -299,7 +328,14 @@ async fn start_postgres(
     o: &Options,
     plan: &Plan,
     log_dir: &Path,
-) -> Result<(Postgres, crate::bench::peers::postgres::PgTarget, crate::bench::peers::postgres::PgTarget), String> {
+) -> Result<
+    (
+        Postgres,
+        crate::bench::peers::postgres::PgTarget,
+        crate::bench::peers::postgres::PgTarget,
+    ),
+    String,
+> {
     let pg = Postgres::start(o.install, log_dir).await?;
     pg.stock(plan.catalogue).await?;
     let sync = pg.target(true).await?;
@@ -340,11 +376,23 @@ fn cells(o: &Options, plan: &Plan) -> Vec<Cell> {
     for &scenario in &o.scenarios {
         for &lines in scenario.line_counts() {
             match scenario {
-                Scenario::Flash => out.push(Cell { scenario, lines, load: Load::Flash }),
-                Scenario::Open => out.push(Cell { scenario, lines, load: Load::Open(plan.open_rate) }),
+                Scenario::Flash => out.push(Cell {
+                    scenario,
+                    lines,
+                    load: Load::Flash,
+                }),
+                Scenario::Open => out.push(Cell {
+                    scenario,
+                    lines,
+                    load: Load::Open(plan.open_rate),
+                }),
                 _ => {
                     for &c in plan.levels(scenario) {
-                        out.push(Cell { scenario, lines, load: Load::Closed(c) });
+                        out.push(Cell {
+                            scenario,
+                            lines,
+                            load: Load::Closed(c),
+                        });
                     }
                 }
             }
@@ -379,7 +427,15 @@ pub async fn run(o: &Options) -> Result<Outcomes, String> {
     let mut owned = Owned::default();
     let mut system_notes = Vec::new();
     let mut errors = Vec::new();
-    let mut live = start_systems(o, &plan, log_dir.path(), &mut owned, &mut system_notes, &mut errors).await;
+    let mut live = start_systems(
+        o,
+        &plan,
+        log_dir.path(),
+        &mut owned,
+        &mut system_notes,
+        &mut errors,
+    )
+    .await;
     let probe_dir = owned
         .clusters
         .first()
@@ -388,7 +444,11 @@ pub async fn run(o: &Options) -> Result<Outcomes, String> {
     let cells = cells(o, &plan);
     let total: usize = cells
         .iter()
-        .map(|c| live.iter().filter(|l| runs(l.id, &l.target, c.scenario)).count())
+        .map(|c| {
+            live.iter()
+                .filter(|l| runs(l.id, &l.target, c.scenario))
+                .count()
+        })
         .sum();
     eprintln!(
         "holdfast-bench: {} cells on {} systems ({} mode)",
@@ -448,7 +508,11 @@ pub async fn run(o: &Options) -> Result<Outcomes, String> {
     for r in rows.iter().filter(|r| r.first_error.is_some()) {
         notes.push(format!(
             "{} {}-line {} at {}: {} errors, first: {}",
-            r.scenario, r.lines, r.system, r.load_label(), r.tally.errors,
+            r.scenario,
+            r.lines,
+            r.system,
+            r.load_label(),
+            r.tally.errors,
             r.first_error.as_deref().unwrap_or("")
         ));
     }
@@ -496,7 +560,13 @@ async fn run_flash(l: &Live, buyers: usize, tag: &str, owned: &Owned) -> FlashRe
 const FLASH_CONNECTIONS: usize = 16;
 
 /// Runs one non-flash cell on one system; the batch size it used.
-async fn run_cell(l: &Live, cell: &Cell, load: Load, plan: &Plan, cell_no: usize) -> (CellStats, usize) {
+async fn run_cell(
+    l: &Live,
+    cell: &Cell,
+    load: Load,
+    plan: &Plan,
+    cell_no: usize,
+) -> (CellStats, usize) {
     let popularity = cell.scenario.popularity();
     // Pickers are built from checked constants and options.
     let picker = match Picker::new(popularity, plan.catalogue, cell.lines) {
@@ -515,7 +585,8 @@ async fn run_cell(l: &Live, cell: &Cell, load: Load, plan: &Plan, cell_no: usize
     let cell_no = cell_no * SystemId::ALL.len() + system_no;
     match (cell.scenario, load) {
         (Scenario::Batch, Load::Closed(callers)) => {
-            let make = |caller: usize| batch_caller(&l.target, &picker, seed, caller, cell_no, BATCH_SIZE);
+            let make =
+                |caller: usize| batch_caller(&l.target, &picker, seed, caller, cell_no, BATCH_SIZE);
             let stats = closed_loop::run(callers, plan.warmup, plan.measure, &make).await;
             (stats, BATCH_SIZE)
         }
@@ -541,7 +612,10 @@ async fn run_cell(l: &Live, cell: &Cell, load: Load, plan: &Plan, cell_no: usize
         }
         (_, Load::Closed(callers)) => {
             let make = |caller: usize| reserve_caller(&l.target, &picker, seed, caller, cell_no);
-            (closed_loop::run(callers, plan.warmup, plan.measure, &make).await, 1)
+            (
+                closed_loop::run(callers, plan.warmup, plan.measure, &make).await,
+                1,
+            )
         }
         (_, Load::Open(rate)) => {
             let target = l.target.clone();
@@ -554,7 +628,14 @@ async fn run_cell(l: &Live, cell: &Cell, load: Load, plan: &Plan, cell_no: usize
                     Outcome::of(&target.reserve(n as usize, &id, &order, LONG_TTL_MS).await)
                 })
             };
-            let stats = open_loop::run(rate, plan.warmup, plan.open_measure, OPEN_IN_FLIGHT_MAX, &mut make).await;
+            let stats = open_loop::run(
+                rate,
+                plan.warmup,
+                plan.open_measure,
+                OPEN_IN_FLIGHT_MAX,
+                &mut make,
+            )
+            .await;
             (stats, 1)
         }
         (_, Load::Flash) => (CellStats::default(), 1),
@@ -564,7 +645,13 @@ async fn run_cell(l: &Live, cell: &Cell, load: Load, plan: &Plan, cell_no: usize
 /// A closed-loop caller that reserves `picker`'s orders one per call;
 /// `seed` and `caller` fix its orders (the same for every system), and
 /// `cell_no` keeps its request ids apart from other cells'.
-pub fn reserve_caller(target: &Target, picker: &Picker, seed: u64, caller: usize, cell_no: usize) -> CallFn {
+pub fn reserve_caller(
+    target: &Target,
+    picker: &Picker,
+    seed: u64,
+    caller: usize,
+    cell_no: usize,
+) -> CallFn {
     let target = target.clone();
     let picker = picker.clone();
     let mut rng = SmallRng::seed_from_u64(seed | caller as u64);
@@ -574,7 +661,9 @@ pub fn reserve_caller(target: &Target, picker: &Picker, seed: u64, caller: usize
         let order = picker.order(&mut rng);
         let target = target.clone();
         let id = format!("k{cell_no}-{caller}-{n}");
-        Box::pin(async move { Outcome::of(&target.reserve(caller, &id, &order, LONG_TTL_MS).await) })
+        Box::pin(
+            async move { Outcome::of(&target.reserve(caller, &id, &order, LONG_TTL_MS).await) },
+        )
     })
 }
 
@@ -595,7 +684,12 @@ pub fn batch_caller(
     Box::new(move || {
         n += 1;
         let items: Vec<_> = (0..batch)
-            .map(|k| (format!("k{cell_no}-{caller}-{n}-{k}"), picker.order(&mut rng)))
+            .map(|k| {
+                (
+                    format!("k{cell_no}-{caller}-{n}-{k}"),
+                    picker.order(&mut rng),
+                )
+            })
             .collect();
         let target = target.clone();
         Box::pin(async move {
@@ -609,7 +703,13 @@ pub fn batch_caller(
 
 /// Reserve, then by the call's number: confirm 16 in 20 (80%), release 3
 /// in 20 (15%), walk away from 1 in 20 (5%, a short TTL lets it expire).
-fn lifecycle_caller(target: &Target, picker: &Picker, seed: u64, caller: usize, cell_no: usize) -> CallFn {
+fn lifecycle_caller(
+    target: &Target,
+    picker: &Picker,
+    seed: u64,
+    caller: usize,
+    cell_no: usize,
+) -> CallFn {
     let target = target.clone();
     let picker = picker.clone();
     let mut rng = SmallRng::seed_from_u64(seed | caller as u64);
@@ -621,7 +721,11 @@ fn lifecycle_caller(target: &Target, picker: &Picker, seed: u64, caller: usize, 
         let id = format!("k{cell_no}-{caller}-{n}");
         let fate = (n + caller as u64) % 20;
         Box::pin(async move {
-            let ttl = if fate == 19 { SHORT_TTL_MS } else { LONG_TTL_MS };
+            let ttl = if fate == 19 {
+                SHORT_TTL_MS
+            } else {
+                LONG_TTL_MS
+            };
             let held = match target.reserve(caller, &id, &order, ttl).await {
                 Reply::Held(h) => h,
                 other => return Outcome::of(&other),
@@ -676,7 +780,7 @@ fn commit_latency(rows: &[Row], fsync: Option<&Summary>) -> Vec<CommitLatency> {
     };
     [SystemId::Holdfast1, SystemId::Holdfast3]
         .into_iter()
-        .filter_map(|s| at_one(s))
+        .filter_map(at_one)
         .map(|r| {
             let base = fsync.p50_ms + floor.latency.p50_ms;
             CommitLatency {
@@ -684,7 +788,11 @@ fn commit_latency(rows: &[Row], fsync: Option<&Summary>) -> Vec<CommitLatency> {
                 commit_p50_ms: r.latency.p50_ms,
                 fsync_p50_ms: fsync.p50_ms,
                 rtt_p50_ms: floor.latency.p50_ms,
-                ratio: if base > 0.0 { r.latency.p50_ms / base } else { 0.0 },
+                ratio: if base > 0.0 {
+                    r.latency.p50_ms / base
+                } else {
+                    0.0
+                },
             }
         })
         .collect()

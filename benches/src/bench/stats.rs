@@ -227,12 +227,18 @@ mod tests {
     #[test]
     fn refusals_do_not_enter_the_success_latency() {
         let mut cell = CellStats::default();
-        cell.record(Outcome::of(&Reply::Held("1-1".into())), Duration::from_millis(8));
+        cell.record(
+            Outcome::of(&Reply::Held("1-1".into())),
+            Duration::from_millis(8),
+        );
         cell.record(
             Outcome::of(&Reply::Refused { prefilter: true }),
             Duration::from_micros(100),
         );
-        cell.record(Outcome::of(&Reply::Error("boom".into())), Duration::from_secs(1));
+        cell.record(
+            Outcome::of(&Reply::Error("boom".into())),
+            Duration::from_secs(1),
+        );
         assert_eq!(cell.latency_us.len(), 1);
         assert_eq!(cell.refusal_us.len(), 1);
         assert_eq!(cell.tally.prefiltered, 1);

@@ -77,7 +77,10 @@ impl Target {
         deadline: std::time::Instant,
     ) -> (Reply, u32) {
         match self {
-            Target::Grpc(t) => t.reserve_until_answered(caller, id, order, ttl_ms, deadline).await,
+            Target::Grpc(t) => {
+                t.reserve_until_answered(caller, id, order, ttl_ms, deadline)
+                    .await
+            }
             _ => (self.reserve(caller, id, order, ttl_ms).await, 0),
         }
     }

@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 const UNIFORM_SKUS: u32 = 10_000;
 
 #[derive(Parser, Debug)]
-#[command(about = "Closed-loop reserve load on a local Holdfast cluster, with driver counters, or its failover")]
+#[command(
+    about = "Closed-loop reserve load on a local Holdfast cluster, with driver counters, or its failover"
+)]
 struct Args {
     /// Nodes to start (1, 3 or 5).
     #[arg(long, default_value_t = 3)]
@@ -103,7 +105,13 @@ fn print_driver_work(before: &[DriverCounters], after: &[DriverCounters], second
 }
 
 /// One level against `target`: the harness's closed loop, no warm-up.
-async fn level(target: &Target, picker: &Picker, callers: usize, args: &Args, level: usize) -> CellStats {
+async fn level(
+    target: &Target,
+    picker: &Picker,
+    callers: usize,
+    args: &Args,
+    level: usize,
+) -> CellStats {
     let seed = (level as u64) << 32;
     let make = |caller: usize| {
         if args.batch > 1 {
@@ -122,7 +130,8 @@ async fn level(target: &Target, picker: &Picker, callers: usize, args: &Args, le
 /// until every shard has a leader again.
 async fn failover(cluster: &mut HoldfastCluster, kills: usize) {
     let shard = holdfast_engine::shard_of(HOT_SKU, SHARDS) as usize;
-    let picker = Picker::new(Scenario::Hot.popularity(), Catalogue { skus: 1 }, 1).expect("hot picker");
+    let picker =
+        Picker::new(Scenario::Hot.popularity(), Catalogue { skus: 1 }, 1).expect("hot picker");
     let order = picker.order(&mut <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(0));
     let mut windows_ms = Vec::with_capacity(kills);
     for k in 0..kills {
@@ -132,7 +141,10 @@ async fn failover(cluster: &mut HoldfastCluster, kills: usize) {
             eprintln!("cluster-load: the leader is not a node of the cluster");
             return;
         };
-        let survivor = GrpcTarget::new(&vec![nodes.ports[(victim + 1) % nodes.ports.len()]; SHARDS as usize], 1);
+        let survivor = GrpcTarget::new(
+            &vec![nodes.ports[(victim + 1) % nodes.ports.len()]; SHARDS as usize],
+            1,
+        );
         let killed_at = Instant::now();
         nodes.kill(victim);
         let id = format!("failover-{k}");
@@ -198,7 +210,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let catalogue = Catalogue { skus: if scenario == Scenario::Hot { 1 } else { UNIFORM_SKUS } };
+    let catalogue = Catalogue {
+        skus: if scenario == Scenario::Hot {
+            1
+        } else {
+            UNIFORM_SKUS
+        },
+    };
     let picker = Picker::new(scenario.popularity(), catalogue, 1).expect("constant picker shape");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -206,7 +224,8 @@ fn main() {
         .expect("runtime");
     let logs = tempfile::TempDir::new().expect("temp dir");
     let floor = with_floor.then(|| Floor::start(logs.path()).expect("grpc-floor starts"));
-    let mut cluster = with_cluster.then(|| HoldfastCluster::start(args.nodes, logs.path()).expect("holdfast-server starts"));
+    let mut cluster = with_cluster
+        .then(|| HoldfastCluster::start(args.nodes, logs.path()).expect("holdfast-server starts"));
     runtime.block_on(async {
         if let Some(c) = &cluster {
             c.stock(catalogue).await.expect("stocked");

@@ -83,12 +83,18 @@ fn options(args: &Args) -> Result<Options, String> {
     let scenarios = if args.scenario.is_empty() {
         Scenario::ALL.to_vec()
     } else {
-        args.scenario.iter().map(|s| Scenario::parse(s)).collect::<Result<_, _>>()?
+        args.scenario
+            .iter()
+            .map(|s| Scenario::parse(s))
+            .collect::<Result<_, _>>()?
     };
     let systems = if args.systems.is_empty() {
         SystemId::ALL.to_vec()
     } else {
-        args.systems.iter().map(|s| SystemId::parse(s)).collect::<Result<_, _>>()?
+        args.systems
+            .iter()
+            .map(|s| SystemId::parse(s))
+            .collect::<Result<_, _>>()?
     };
     if args.levels.iter().any(|&c| c == 0 || c > CALLERS_MAX) {
         return Err(format!("--levels takes 1 to {CALLERS_MAX} callers"));
@@ -100,7 +106,9 @@ fn options(args: &Args) -> Result<Options, String> {
         return Err(format!("--skus takes 1 to {SKUS_MAX}"));
     }
     if args.seconds.is_some_and(|s| !(s > 0.0 && s <= SECONDS_MAX)) {
-        return Err(format!("--seconds takes more than 0 and at most {SECONDS_MAX}"));
+        return Err(format!(
+            "--seconds takes more than 0 and at most {SECONDS_MAX}"
+        ));
     }
     if args.rate == Some(0) {
         return Err("--rate takes a positive number".into());
@@ -128,7 +136,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("holdfast-bench: tokio runtime: {e}");
@@ -145,9 +156,15 @@ fn main() -> ExitCode {
     let report = &outcomes.report;
     let md = markdown(report);
     println!("{md}");
-    let md_path = args.markdown.clone().unwrap_or_else(|| args.json.with_extension("md"));
+    let md_path = args
+        .markdown
+        .clone()
+        .unwrap_or_else(|| args.json.with_extension("md"));
     let plots_dir = args.plots.clone().unwrap_or_else(|| {
-        let stem = args.json.file_stem().map_or("holdfast-bench".into(), |s| s.to_string_lossy().to_string());
+        let stem = args
+            .json
+            .file_stem()
+            .map_or("holdfast-bench".into(), |s| s.to_string_lossy().to_string());
         args.json.with_file_name(format!("{stem}-plots"))
     });
     let mut failed = outcomes.errors.clone();
@@ -159,7 +176,11 @@ fn main() -> ExitCode {
         failed.push(format!("{}: {e}", md_path.display()));
     }
     match plot::all(&report.rows, &plots_dir) {
-        Ok(files) => eprintln!("holdfast-bench: {} plots in {}", files.len(), plots_dir.display()),
+        Ok(files) => eprintln!(
+            "holdfast-bench: {} plots in {}",
+            files.len(),
+            plots_dir.display()
+        ),
         Err(e) => failed.push(format!("plots: {e}")),
     }
     eprintln!(

@@ -18,7 +18,9 @@
 //! tokio-postgres pipelines the calls that share a connection.
 
 use super::{find_or_install, run_bounded, wait_for_port, PeerProcess};
-use crate::bench::scenario::{Catalogue, Order, FLASH_SKU, FLASH_UNITS, HOT_LOCATION, HOT_SKU, LOCATIONS, UNLIMITED_UNITS};
+use crate::bench::scenario::{
+    Catalogue, Order, FLASH_SKU, FLASH_UNITS, HOT_LOCATION, HOT_SKU, LOCATIONS, UNLIMITED_UNITS,
+};
 use crate::bench::target::Reply;
 use crate::local::free_port;
 use std::path::{Path, PathBuf};
@@ -166,10 +168,16 @@ impl Postgres {
         let data = dir.path().join("data");
         prepare_dirs(dir.path(), &data, user)?;
         let mut initdb = Command::new(bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "bench", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]);
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "bench",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]);
         as_user(&mut initdb, user, dir.path());
         let status = run_bounded(
             &mut initdb,
@@ -213,7 +221,10 @@ impl Postgres {
         Ok(pg)
     }
 
-    async fn connect(&self, synchronous: bool) -> Result<(Client, tokio::task::JoinHandle<()>), String> {
+    async fn connect(
+        &self,
+        synchronous: bool,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>), String> {
         let config = format!(
             "host=127.0.0.1 port={} user=bench dbname=postgres connect_timeout=10",
             self.port
@@ -258,7 +269,13 @@ impl Postgres {
         client
             .execute(
                 "INSERT INTO stock (sku, location, on_hand) VALUES ($1, $2, $3), ($4, $2, $5)",
-                &[&HOT_SKU, &HOT_LOCATION, &UNLIMITED_UNITS, &FLASH_SKU, &FLASH_UNITS],
+                &[
+                    &HOT_SKU,
+                    &HOT_LOCATION,
+                    &UNLIMITED_UNITS,
+                    &FLASH_SKU,
+                    &FLASH_UNITS,
+                ],
             )
             .await
             .map_err(|e| format!("stock: {e}"))?;
@@ -280,9 +297,10 @@ impl Postgres {
             let sweep = prepare("SELECT hf_expire_due($1)")
                 .await
                 .map_err(|e| e.to_string())?;
-            let reset = prepare("UPDATE stock SET on_hand = $3, held = 0 WHERE sku = $1 AND location = $2")
-                .await
-                .map_err(|e| e.to_string())?;
+            let reset =
+                prepare("UPDATE stock SET on_hand = $3, held = 0 WHERE sku = $1 AND location = $2")
+                    .await
+                    .map_err(|e| e.to_string())?;
             conns.push(PgConn {
                 client,
                 reserve,
@@ -343,7 +361,9 @@ impl PgTarget {
             .await
         {
             Ok(_) => Reply::Held(id.to_string()),
-            Err(e) if sqlstate(&e) == Some(OUT_OF_STOCK_SQLSTATE) => Reply::Refused { prefilter: false },
+            Err(e) if sqlstate(&e) == Some(OUT_OF_STOCK_SQLSTATE) => {
+                Reply::Refused { prefilter: false }
+            }
             Err(e) => Reply::Error(describe(&e)),
         }
     }

@@ -16,7 +16,9 @@
 //! CONNECTIONS`).
 
 use super::{find_or_install, on_path, wait_for_port, PeerProcess};
-use crate::bench::scenario::{Catalogue, Order, FLASH_SKU, FLASH_UNITS, HOT_LOCATION, HOT_SKU, LOCATIONS, UNLIMITED_UNITS};
+use crate::bench::scenario::{
+    Catalogue, Order, FLASH_SKU, FLASH_UNITS, HOT_LOCATION, HOT_SKU, LOCATIONS, UNLIMITED_UNITS,
+};
 use crate::bench::target::Reply;
 use crate::local::free_port;
 use redis::aio::MultiplexedConnection;
@@ -112,7 +114,12 @@ impl Redis {
     /// append-only file on and `appendfsync` = `fsync` (`always` or
     /// `everysec`); no RDB snapshots.
     pub fn start(fsync: &str, install: bool, log_dir: &Path) -> Result<Redis, String> {
-        let binary = find_or_install(&|| on_path("redis-server"), "redis-server", install, log_dir)?;
+        let binary = find_or_install(
+            &|| on_path("redis-server"),
+            "redis-server",
+            install,
+            log_dir,
+        )?;
         let dir = tempfile::Builder::new()
             .prefix("holdfast-bench-redis")
             .tempdir()
