@@ -26,3 +26,20 @@ pub mod scenario;
 pub mod stats;
 pub mod system;
 pub mod target;
+
+/// The item of `all` whose `name` is `wanted`, or an error listing the
+/// names (`what`: "scenario", "system"): command-line names of a fixed set.
+pub fn by_name<T: Copy>(
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+    what: &str,
+    wanted: &str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|&t| name(t) == wanted)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|&t| name(t)).collect();
+            format!("unknown {what} {wanted:?}; one of {}", names.join(", "))
+        })
+}

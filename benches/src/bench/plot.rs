@@ -24,15 +24,69 @@ fn systems(rows: &[&Row]) -> Vec<String> {
     out
 }
 
+/// One chart: a log-scaled x axis, a linear y axis, one labelled line per
+/// series.
+struct Chart<'a> {
+    title: &'a str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    x_desc: &'a str,
+    y_desc: &'a str,
+    legend: SeriesLabelPosition,
+}
+
+impl Chart<'_> {
+    fn draw(self, series: Vec<(String, Vec<(f64, f64)>)>, path: &Path) -> Result<(), String> {
+        let root = SVGBackend::new(path, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(self.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(self.x.log_scale(), self.y)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_desc)
+            .y_desc(self.y_desc)
+            .draw()
+            .map_err(err)?;
+        for (i, (label, points)) in series.into_iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                .map_err(err)?
+                .label(label)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(self.legend)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)
+    }
+}
+
 /// Throughput against callers, one line per system, for closed-loop rows
 /// of one scenario, line count and batch size.
 pub fn throughput(rows: &[&Row], title: &str, path: &Path) -> Result<(), String> {
-    let points = |system: &str| -> Vec<(f64, f64)> {
-        rows.iter()
-            .filter(|r| r.system == system)
-            .filter_map(|r| r.callers.map(|c| (c as f64, r.throughput_per_s)))
-            .collect()
-    };
+    let series = systems(rows)
+        .into_iter()
+        .map(|system| {
+            let points = rows
+                .iter()
+                .filter(|r| r.system == system)
+                .filter_map(|r| r.callers.map(|c| (c as f64, r.throughput_per_s)))
+                .collect();
+            (system, points)
+        })
+        .collect();
     let x_max = rows
         .iter()
         .filter_map(|r| r.callers)
@@ -41,39 +95,15 @@ pub fn throughput(rows: &[&Row], title: &str, path: &Path) -> Result<(), String>
         .max(2) as f64
         * 1.5;
     let y_max = rows.iter().map(|r| r.throughput_per_s).fold(1.0, f64::max) * 1.1;
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d((0.8f64..x_max).log_scale(), 0f64..y_max)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("concurrent callers")
-        .y_desc("per second")
-        .draw()
-        .map_err(err)?;
-    for (i, system) in systems(rows).iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points(system), color.stroke_width(2)))
-            .map_err(err)?
-            .label(system.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+    Chart {
+        title,
+        x: 0.8..x_max,
+        y: 0.0..y_max,
+        x_desc: "concurrent callers (log)",
+        y_desc: "per second",
+        legend: SeriesLabelPosition::UpperLeft,
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+    .draw(series, path)
 }
 
 /// Latency CDF (log latency against fraction of calls), one line per row.
@@ -81,42 +111,19 @@ pub fn latency_cdf(rows: &[&Row], title: &str, path: &Path) -> Result<(), String
     let all = rows.iter().flat_map(|r| r.cdf.iter());
     let x_min = all.clone().map(|p| p.0).fold(f64::MAX, f64::min).max(0.001) * 0.8;
     let x_max = all.map(|p| p.0).fold(0.01, f64::max) * 1.25;
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d((x_min.min(x_max / 2.0)..x_max).log_scale(), 0f64..1.0)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("latency, ms (log)")
-        .y_desc("fraction of calls")
-        .draw()
-        .map_err(err)?;
-    for (i, row) in rows.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(
-                row.cdf.iter().copied(),
-                color.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(row.system.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
+    let series = rows
+        .iter()
+        .map(|r| (r.system.clone(), r.cdf.clone()))
+        .collect();
+    Chart {
+        title,
+        x: x_min.min(x_max / 2.0)..x_max,
+        y: 0.0..1.0,
+        x_desc: "latency, ms (log)",
+        y_desc: "fraction of calls",
+        legend: SeriesLabelPosition::LowerRight,
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    root.present().map_err(err)
+    .draw(series, path)
 }
 
 /// Every plot of `rows` into `dir`; the files written.

@@ -19,7 +19,7 @@ use crate::bench::peers::postgres::Postgres;
 use crate::bench::peers::redis::Redis;
 use crate::bench::probe::fsync_probe;
 use crate::bench::report::{self, CommitLatency, Report, Row, SystemNote};
-use crate::bench::scenario::{Catalogue, Picker, Scenario, SHARDS};
+use crate::bench::scenario::{Catalogue, Order, Picker, Scenario, SHARDS};
 use crate::bench::stats::{cdf, CellStats, Outcome, Summary};
 use crate::bench::system::SystemId;
 use crate::bench::target::{Reply, Target};
@@ -583,41 +583,34 @@ async fn run_cell(
     let seed = (cell_no as u64) << 32;
     let system_no = SystemId::ALL.iter().position(|s| *s == l.id).unwrap_or(0);
     let cell_no = cell_no * SystemId::ALL.len() + system_no;
-    match (cell.scenario, load) {
-        (Scenario::Batch, Load::Closed(callers)) => {
-            let make =
-                |caller: usize| batch_caller(&l.target, &picker, seed, caller, cell_no, BATCH_SIZE);
-            let stats = closed_loop::run(callers, plan.warmup, plan.measure, &make).await;
-            (stats, BATCH_SIZE)
-        }
-        (Scenario::Lifecycle, Load::Closed(callers)) => {
+    match load {
+        Load::Closed(callers) => {
+            let (kind, batch) = match cell.scenario {
+                Scenario::Batch => (CallKind::Batch(BATCH_SIZE), BATCH_SIZE),
+                Scenario::Lifecycle => (CallKind::Lifecycle, 1),
+                _ => (CallKind::Reserve, 1),
+            };
             let stop = Arc::new(AtomicBool::new(false));
-            let sweeper = (!l.target.expires_by_itself()).then(|| {
-                let target = l.target.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let _ = target.sweep().await;
-                        tokio::time::sleep(SWEEP_INTERVAL).await;
-                    }
-                })
-            });
-            let make = |caller: usize| lifecycle_caller(&l.target, &picker, seed, caller, cell_no);
+            let sweeper =
+                (kind == CallKind::Lifecycle && !l.target.expires_by_itself()).then(|| {
+                    let target = l.target.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let _ = target.sweep().await;
+                            tokio::time::sleep(SWEEP_INTERVAL).await;
+                        }
+                    })
+                });
+            let make = |caller: usize| caller_fn(kind, &l.target, &picker, seed, caller, cell_no);
             let stats = closed_loop::run(callers, plan.warmup, plan.measure, &make).await;
             stop.store(true, Ordering::Relaxed);
             if let Some(s) = sweeper {
                 let _ = s.await;
             }
-            (stats, 1)
+            (stats, batch)
         }
-        (_, Load::Closed(callers)) => {
-            let make = |caller: usize| reserve_caller(&l.target, &picker, seed, caller, cell_no);
-            (
-                closed_loop::run(callers, plan.warmup, plan.measure, &make).await,
-                1,
-            )
-        }
-        (_, Load::Open(rate)) => {
+        Load::Open(rate) => {
             let target = l.target.clone();
             let mut rng = SmallRng::seed_from_u64(seed);
             let mut make = move |n: u64| -> BoxFuture<'static, Outcome> {
@@ -638,44 +631,33 @@ async fn run_cell(
             .await;
             (stats, 1)
         }
-        (_, Load::Flash) => (CellStats::default(), 1),
+        Load::Flash => (CellStats::default(), 1),
     }
 }
 
-/// A closed-loop caller that reserves `picker`'s orders one per call;
-/// `seed` and `caller` fix its orders (the same for every system), and
-/// `cell_no` keeps its request ids apart from other cells'.
-pub fn reserve_caller(
-    target: &Target,
-    picker: &Picker,
-    seed: u64,
-    caller: usize,
-    cell_no: usize,
-) -> CallFn {
-    let target = target.clone();
-    let picker = picker.clone();
-    let mut rng = SmallRng::seed_from_u64(seed | caller as u64);
-    let mut n = 0u64;
-    Box::new(move || {
-        n += 1;
-        let order = picker.order(&mut rng);
-        let target = target.clone();
-        let id = format!("k{cell_no}-{caller}-{n}");
-        Box::pin(
-            async move { Outcome::of(&target.reserve(caller, &id, &order, LONG_TTL_MS).await) },
-        )
-    })
+/// What each call of a closed-loop caller does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// One `Reserve` of one order.
+    Reserve,
+    /// One `ReserveBatch` of this many orders.
+    Batch(usize),
+    /// Reserve, then by the call's number: confirm 16 in 20 (80%),
+    /// release 3 in 20 (15%), walk away from 1 in 20 (5%, with a short TTL
+    /// so it expires).
+    Lifecycle,
 }
 
-/// A closed-loop caller that reserves `batch` of `picker`'s orders per
-/// `ReserveBatch` call (as [`reserve_caller`] otherwise).
-pub fn batch_caller(
+/// A closed-loop caller making `kind` calls of `picker`'s orders; `seed`
+/// and `caller` fix its orders (the same for every system), and `cell_no`
+/// keeps its request ids apart from other cells'.
+pub fn caller_fn(
+    kind: CallKind,
     target: &Target,
     picker: &Picker,
     seed: u64,
     caller: usize,
     cell_no: usize,
-    batch: usize,
 ) -> CallFn {
     let target = target.clone();
     let picker = picker.clone();
@@ -683,61 +665,52 @@ pub fn batch_caller(
     let mut n = 0u64;
     Box::new(move || {
         n += 1;
-        let items: Vec<_> = (0..batch)
-            .map(|k| {
-                (
-                    format!("k{cell_no}-{caller}-{n}-{k}"),
-                    picker.order(&mut rng),
-                )
-            })
-            .collect();
+        let id = format!("k{cell_no}-{caller}-{n}");
         let target = target.clone();
-        Box::pin(async move {
-            match target.reserve_batch(&items, LONG_TTL_MS).await {
-                Some(reply) => Outcome::of_batch(&reply),
-                None => Outcome::of(&Reply::Error("no batch call".into())),
+        match kind {
+            CallKind::Reserve => {
+                let order = picker.order(&mut rng);
+                Box::pin(async move {
+                    Outcome::of(&target.reserve(caller, &id, &order, LONG_TTL_MS).await)
+                })
             }
-        })
+            CallKind::Batch(batch) => {
+                let items: Vec<_> = (0..batch)
+                    .map(|k| (format!("{id}-{k}"), picker.order(&mut rng)))
+                    .collect();
+                Box::pin(async move {
+                    match target.reserve_batch(&items, LONG_TTL_MS).await {
+                        Some(reply) => Outcome::of_batch(&reply),
+                        None => Outcome::of(&Reply::Error("no batch call".into())),
+                    }
+                })
+            }
+            CallKind::Lifecycle => {
+                let order = picker.order(&mut rng);
+                let fate = (n + caller as u64) % 20;
+                Box::pin(lifecycle(target, caller, id, order, fate))
+            }
+        }
     })
 }
 
-/// Reserve, then by the call's number: confirm 16 in 20 (80%), release 3
-/// in 20 (15%), walk away from 1 in 20 (5%, a short TTL lets it expire).
-fn lifecycle_caller(
-    target: &Target,
-    picker: &Picker,
-    seed: u64,
-    caller: usize,
-    cell_no: usize,
-) -> CallFn {
-    let target = target.clone();
-    let picker = picker.clone();
-    let mut rng = SmallRng::seed_from_u64(seed | caller as u64);
-    let mut n = 0u64;
-    Box::new(move || {
-        n += 1;
-        let order = picker.order(&mut rng);
-        let target = target.clone();
-        let id = format!("k{cell_no}-{caller}-{n}");
-        let fate = (n + caller as u64) % 20;
-        Box::pin(async move {
-            let ttl = if fate == 19 {
-                SHORT_TTL_MS
-            } else {
-                LONG_TTL_MS
-            };
-            let held = match target.reserve(caller, &id, &order, ttl).await {
-                Reply::Held(h) => h,
-                other => return Outcome::of(&other),
-            };
-            let resolved = match fate {
-                0..=15 => target.confirm(caller, &held, &format!("{id}-c")).await,
-                16..=18 => target.release(caller, &held, &format!("{id}-r")).await,
-                _ => Reply::Done,
-            };
-            Outcome::of(&resolved)
-        })
-    })
+/// One lifecycle of fate `fate` (0..20, see [`CallKind::Lifecycle`]).
+async fn lifecycle(target: Target, caller: usize, id: String, order: Order, fate: u64) -> Outcome {
+    let ttl = if fate == 19 {
+        SHORT_TTL_MS
+    } else {
+        LONG_TTL_MS
+    };
+    let held = match target.reserve(caller, &id, &order, ttl).await {
+        Reply::Held(h) => h,
+        other => return Outcome::of(&other),
+    };
+    let resolved = match fate {
+        0..=15 => target.confirm(caller, &held, &format!("{id}-c")).await,
+        16..=18 => target.release(caller, &held, &format!("{id}-r")).await,
+        _ => Reply::Done,
+    };
+    Outcome::of(&resolved)
 }
 
 fn row_of(cell: &Cell, load: Load, system: SystemId, batch: usize, stats: &CellStats) -> Row {

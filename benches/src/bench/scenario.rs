@@ -84,13 +84,7 @@ impl Scenario {
 
     /// The scenario of a command-line name.
     pub fn parse(name: &str) -> Result<Scenario, String> {
-        Scenario::ALL
-            .into_iter()
-            .find(|s| s.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
-                format!("unknown scenario {name:?}; one of {}", names.join(", "))
-            })
+        crate::bench::by_name(&Scenario::ALL, Scenario::name, "scenario", name)
     }
 
     /// Order sizes (lines per order) the scenario runs, each a row of the

@@ -46,13 +46,7 @@ impl SystemId {
 
     /// The system of a name.
     pub fn parse(name: &str) -> Result<SystemId, String> {
-        SystemId::ALL
-            .into_iter()
-            .find(|s| s.name() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = SystemId::ALL.iter().map(|s| s.name()).collect();
-                format!("unknown system {name:?}; one of {}", names.join(", "))
-            })
+        crate::bench::by_name(&SystemId::ALL, SystemId::name, "system", name)
     }
 
     /// Whether it is Holdfast (the numerator of every ratio).

@@ -22,7 +22,7 @@ use holdfast_bench::bench::closed_loop;
 use holdfast_bench::bench::grpc::{GrpcTarget, HoldfastCluster};
 use holdfast_bench::bench::peers::floor::Floor;
 use holdfast_bench::bench::probe::{fsync_probe, FSYNC_PROBE_BYTES, FSYNC_PROBE_WRITES};
-use holdfast_bench::bench::run::{batch_caller, reserve_caller};
+use holdfast_bench::bench::run::{caller_fn, CallKind};
 use holdfast_bench::bench::scenario::{Catalogue, Picker, Scenario, HOT_SKU, SHARDS};
 use holdfast_bench::bench::stats::{CellStats, Summary};
 use holdfast_bench::bench::target::{Reply, Target};
@@ -113,13 +113,12 @@ async fn level(
     level: usize,
 ) -> CellStats {
     let seed = (level as u64) << 32;
-    let make = |caller: usize| {
-        if args.batch > 1 {
-            batch_caller(target, picker, seed, caller, level, args.batch)
-        } else {
-            reserve_caller(target, picker, seed, caller, level)
-        }
+    let kind = if args.batch > 1 {
+        CallKind::Batch(args.batch)
+    } else {
+        CallKind::Reserve
     };
+    let make = |caller: usize| caller_fn(kind, target, picker, seed, caller, level);
     let seconds = Duration::from_secs(args.seconds);
     closed_loop::run(callers, Duration::ZERO, seconds, &make).await
 }
