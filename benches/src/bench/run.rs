@@ -82,6 +82,7 @@ struct Plan {
     open_rate: u64,
     open_measure: Duration,
     catalogue: Catalogue,
+    uses_catalogue: bool,
 }
 
 impl Plan {
@@ -96,6 +97,7 @@ impl Plan {
                 open_rate: 2_000,
                 open_measure: Duration::from_secs(2),
                 catalogue: Catalogue { skus: 2_000 },
+                uses_catalogue: true,
             }
         } else {
             Plan {
@@ -107,8 +109,16 @@ impl Plan {
                 open_rate: OPEN_RATE_AIM,
                 open_measure: Duration::from_secs(10),
                 catalogue: Catalogue { skus: 100_000 },
+                uses_catalogue: true,
             }
         };
+        plan.uses_catalogue = o.scenarios.iter().any(|s| {
+            matches!(
+                s.popularity(),
+                crate::bench::scenario::Popularity::Uniform
+                    | crate::bench::scenario::Popularity::Zipf
+            )
+        });
         if let Some(levels) = &o.levels {
             plan.levels_hot = levels.clone();
             plan.levels_other = levels.clone();
@@ -125,6 +135,17 @@ impl Plan {
             plan.catalogue = Catalogue { skus };
         }
         plan
+    }
+
+    /// The catalogue to stock: none when no scenario of the run draws from
+    /// it (`hot`, `flash` and `batch` use their own rows), which saves
+    /// stocking 400,000 rows one `AdjustStock` at a time.
+    fn stocked(&self) -> Catalogue {
+        if self.uses_catalogue {
+            self.catalogue
+        } else {
+            Catalogue { skus: 0 }
+        }
     }
 
     fn levels(&self, s: Scenario) -> &[usize] {
@@ -246,7 +267,7 @@ async fn start_systems(
     }
     for (id, cluster) in starting {
         let t = Instant::now();
-        match cluster.stock(plan.catalogue).await {
+        match cluster.stock(plan.stocked()).await {
             Ok(()) => {
                 let target = Target::Grpc(cluster.target(1).await);
                 note(
@@ -255,7 +276,7 @@ async fn start_systems(
                     format!(
                         "{} real holdfast-server process(es), fsync on, {SHARDS} shards; {} rows stocked in {:.1} s",
                         cluster.size,
-                        plan.catalogue.rows() + 2,
+                        plan.stocked().rows() + 2,
                         t.elapsed().as_secs_f64()
                     ),
                 );
@@ -337,7 +358,7 @@ async fn start_postgres(
     String,
 > {
     let pg = Postgres::start(o.install, log_dir).await?;
-    pg.stock(plan.catalogue).await?;
+    pg.stock(plan.stocked()).await?;
     let sync = pg.target(true).await?;
     let no_sync = pg.target(false).await?;
     Ok((pg, sync, no_sync))
@@ -350,7 +371,7 @@ async fn start_redis(
     log_dir: &Path,
 ) -> Result<(Redis, crate::bench::peers::redis::RedisTarget), String> {
     let redis = Redis::start(fsync, o.install, log_dir)?;
-    redis.stock(plan.catalogue).await?;
+    redis.stock(plan.stocked()).await?;
     let target = redis.target().await?;
     Ok((redis, target))
 }
