@@ -16,6 +16,7 @@
 //! CONNECTIONS`).
 
 use super::{find_or_install, on_path, wait_for_port, PeerProcess};
+use crate::bench::closed_loop::CALL_TIMEOUT;
 use crate::bench::scenario::{
     Catalogue, Order, FLASH_SKU, FLASH_UNITS, HOT_LOCATION, HOT_SKU, LOCATIONS, UNLIMITED_UNITS,
 };
@@ -147,9 +148,12 @@ impl Redis {
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, String> {
+        // The crate's default answer timeout (500 ms) would turn a slow
+        // answer under load into an error; the loops bound calls themselves.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(CALL_TIMEOUT));
         redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
             .map_err(|e| e.to_string())?
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| e.to_string())
     }
