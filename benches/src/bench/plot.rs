@@ -46,10 +46,21 @@ impl Chart<'_> {
             .y_label_area_size(70)
             .build_cartesian_2d(self.x.log_scale(), self.y)
             .map_err(err)?;
+        // Whole numbers without ".0"; fractions (latency below 1 ms, the
+        // CDF's axis) as they are.
+        let label = |v: &f64| {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v}")
+            }
+        };
         chart
             .configure_mesh()
             .x_desc(self.x_desc)
             .y_desc(self.y_desc)
+            .x_label_formatter(&label)
+            .y_label_formatter(&label)
             .draw()
             .map_err(err)?;
         for (i, (label, points)) in series.into_iter().enumerate() {
