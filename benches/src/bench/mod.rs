@@ -10,19 +10,25 @@
 //! - [`closed_loop`], [`open_loop`], [`flash`]: the loads;
 //! - [`stats`]: outcome counts and HDR histograms;
 //! - [`probe`]: the fsync probe;
-//! - [`run`]: the plan and the interleaved run;
+//! - [`plan`]: the options, a mode's numbers and the cells;
+//! - [`setup`]: starting and stocking the systems;
+//! - [`callers`]: what a closed-loop caller sends;
+//! - [`run`]: the interleaved run;
 //! - [`report`], [`plot`]: JSON, Markdown and SVG.
 
+pub mod callers;
 pub mod closed_loop;
 pub mod flash;
 pub mod grpc;
 pub mod open_loop;
 pub mod peers;
+pub mod plan;
 pub mod plot;
 pub mod probe;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod setup;
 pub mod stats;
 pub mod system;
 pub mod target;

@@ -18,11 +18,11 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
+use holdfast_bench::bench::callers::{caller_fn, CallKind};
 use holdfast_bench::bench::closed_loop;
 use holdfast_bench::bench::grpc::{GrpcTarget, HoldfastCluster};
 use holdfast_bench::bench::peers::floor::Floor;
 use holdfast_bench::bench::probe::{fsync_probe, FSYNC_PROBE_BYTES, FSYNC_PROBE_WRITES};
-use holdfast_bench::bench::run::{caller_fn, CallKind};
 use holdfast_bench::bench::scenario::{Catalogue, Picker, Scenario, HOT_SKU, SHARDS};
 use holdfast_bench::bench::stats::{CellStats, Summary};
 use holdfast_bench::bench::target::{Reply, Target};

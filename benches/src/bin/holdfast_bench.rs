@@ -21,9 +21,10 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
+use holdfast_bench::bench::plan::Options;
 use holdfast_bench::bench::plot;
 use holdfast_bench::bench::report::markdown;
-use holdfast_bench::bench::run::{self, Options};
+use holdfast_bench::bench::run;
 use holdfast_bench::bench::scenario::Scenario;
 use holdfast_bench::bench::system::SystemId;
 use std::path::PathBuf;
