@@ -13,11 +13,12 @@
 use crate::bench::callers::{caller_fn, CallKind, BATCH_SIZE, LONG_TTL_MS};
 use crate::bench::closed_loop;
 use crate::bench::flash::{self, FlashResult};
+use crate::bench::grpc::GrpcTarget;
 use crate::bench::open_loop;
 use crate::bench::plan::{cells, Cell, Load, Options, Plan, OPEN_RATE_AIM};
 use crate::bench::probe::fsync_probe;
 use crate::bench::report::{self, CommitLatency, Report, Row};
-use crate::bench::scenario::{Picker, Scenario};
+use crate::bench::scenario::{Picker, Scenario, SHARDS};
 use crate::bench::setup::{start_systems, Live, Owned};
 use crate::bench::stats::{cdf, CellStats, Outcome, Summary};
 use crate::bench::system::SystemId;
@@ -168,14 +169,18 @@ async fn run_cells(
             if !runs(l.id, &l.target, cell.scenario) {
                 continue;
             }
-            if let Some(i) = l.cluster {
-                l.target = Target::Grpc(owned.clusters[i].target(1).await);
-            }
+            // Leaders looked up again (a level must not run through a
+            // forwarding hop), and the connections the load needs.
+            let connections = match cell.load {
+                Load::Flash | Load::Open(_) => WIDE_CONNECTIONS,
+                Load::Closed(_) => 1,
+            };
+            l.target = grpc_target(l, owned, connections).await;
             done += 1;
             let tag = format!("k{cell_no}-{}", l.id.name());
             match cell.load {
                 Load::Flash => {
-                    let f = run_flash(l, o.buyers, &tag, owned).await;
+                    let f = run_flash(l, o.buyers, &tag).await;
                     eprintln!(
                         "[{done}/{total}] flash {}: {} buyers, {} sold, {} refused ({} by the pre-filter), {} shed, {} errors, refusal p99 {:.2} ms",
                         l.id.name(), f.buyers, f.sold, f.refused, f.refused_by_prefilter, f.shed, f.errors, f.refusal_latency.p99_ms
@@ -202,7 +207,7 @@ async fn run_cells(
 fn notes(o: &Options, plan: &Plan, rows: &[Row]) -> Vec<String> {
     let mut notes = vec![
         "Load generator and servers share the machine's cores; every figure of this report comes from this one run, systems interleaved at each level.".to_string(),
-        "Holdfast and the floor are called through plain tonic stubs to each shard's leader, one HTTP/2 connection per node (flash: 16), marked as first attempts like the Rust client's; setup goes through holdfast-client.".to_string(),
+        "Holdfast and the floor are called through plain tonic stubs to each shard's leader, one HTTP/2 connection per node (flash and open loop: 16), marked as first attempts like the Rust client's; setup goes through holdfast-client.".to_string(),
         "lifecycle: PostgreSQL and Redis run an expiry sweep every 100 ms during the cell (Holdfast expires holds itself).".to_string(),
     ];
     if o.quick {
@@ -226,23 +231,31 @@ fn notes(o: &Options, plan: &Plan, rows: &[Row]) -> Vec<String> {
     notes
 }
 
-async fn run_flash(l: &Live, buyers: usize, tag: &str, owned: &Owned) -> FlashResult {
+async fn run_flash(l: &Live, buyers: usize, tag: &str) -> FlashResult {
     if let Err(e) = l.target.reset_flash().await {
         let mut f = flash::run(l.id.name(), &l.target, 0, tag).await;
         f.first_error = Some(format!("flash reset: {e}"));
         return f;
     }
-    // Many buyers at once: several HTTP/2 connections to the leader, so
-    // the sale is not one connection's stream limit.
-    let target = match l.cluster {
-        Some(i) => Target::Grpc(owned.clusters[i].target(FLASH_CONNECTIONS).await),
-        None => l.target.clone(),
-    };
-    flash::run(l.id.name(), &target, buyers, tag).await
+    flash::run(l.id.name(), &l.target, buyers, tag).await
 }
 
-/// HTTP/2 connections per node for the flash sale's buyers.
-const FLASH_CONNECTIONS: usize = 16;
+/// HTTP/2 connections per node for loads with thousands of calls in
+/// flight (the flash sale, the open loop): one connection's stream limit
+/// and its one reader task would otherwise be what is measured.
+const WIDE_CONNECTIONS: usize = 16;
+
+/// `l`'s target with `connections` HTTP/2 connections per node, to each
+/// shard's current leader (gRPC systems; the peers' targets as they are).
+async fn grpc_target(l: &Live, owned: &Owned, connections: usize) -> Target {
+    match (l.cluster, l.id, &owned.floor) {
+        (Some(i), _, _) => Target::Grpc(owned.clusters[i].target(connections).await),
+        (None, SystemId::Floor, Some(floor)) => {
+            Target::Grpc(GrpcTarget::new(&[floor.port; SHARDS as usize], connections))
+        }
+        _ => l.target.clone(),
+    }
+}
 
 /// Runs one non-flash cell on one system; the batch size it used.
 async fn run_cell(
