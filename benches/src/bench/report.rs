@@ -111,7 +111,8 @@ pub struct Aim {
 pub struct Report {
     /// The command line.
     pub command: String,
-    /// `git describe` of the working tree, when there is one.
+    /// `git describe --dirty` of the source tree the binary was built
+    /// from, read when the run started (where that tree still exists).
     pub commit: Option<String>,
     /// When the run started, Unix seconds.
     pub started_at_unix_s: u64,

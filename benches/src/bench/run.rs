@@ -87,6 +87,8 @@ pub async fn run(o: &Options) -> Result<Outcomes, String> {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let load_start = load_avg();
+    // Read now: the tree may move on while a long run goes.
+    let commit = commit();
     let plan = Plan::of(o);
     let log_dir = tempfile::Builder::new()
         .prefix("holdfast-bench-logs")
@@ -117,7 +119,7 @@ pub async fn run(o: &Options) -> Result<Outcomes, String> {
     drop(owned);
     let mut report = Report {
         command: o.command.clone(),
-        commit: commit(),
+        commit,
         started_at_unix_s,
         wall_s: started.elapsed().as_secs_f64(),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
