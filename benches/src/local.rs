@@ -20,6 +20,22 @@ pub const START_DEADLINE: Duration = Duration::from_secs(30);
 /// Pause between two polls of a cluster's status.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// Makes the process `command` starts die with the tool that started it,
+/// even when the tool is killed (`kill -9`, a panic that aborts): the
+/// kernel sends it SIGKILL when its parent thread dies. Set after any
+/// `uid`/`gid` change of the command (std runs `pre_exec` hooks after
+/// those), since a change of credentials clears the setting.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: prctl(2) is async-signal-safe; nothing else runs between
+    // fork and exec here.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
 /// A binary built next to the running one.
 pub fn sibling_binary(name: &str) -> PathBuf {
     let me = std::env::current_exe().expect("own path");
@@ -94,16 +110,7 @@ impl LocalCluster {
             None => Stdio::null(),
         };
         let mut command = Command::new(&self.binary);
-        // A node must not outlive the tool that started it, even when the
-        // tool is killed: the kernel sends it SIGKILL when its parent dies.
-        // SAFETY: prctl(2) is async-signal-safe; nothing else runs between
-        // fork and exec here.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         command
             .args(["--id", &(i + 1).to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", self.ports[i])])

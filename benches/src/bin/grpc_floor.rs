@@ -5,11 +5,12 @@
 //! without consensus, storage or a ledger: it echoes the request's lines as
 //! allocations. What a load reaches against it is the most any gRPC service
 //! built this way can do on this machine, so Holdfast's figures are read as
-//! a ratio of it. Other RPCs answer empty successes (so load setup runs
-//! unchanged) or `UNIMPLEMENTED`.
+//! a ratio of it. `Confirm` and `Release` answer at once too (so the
+//! lifecycle scenario runs on it), stock changes answer empty successes
+//! (so load setup runs unchanged), reads `UNIMPLEMENTED`.
 //!
-//! Run: `grpc-floor --listen 127.0.0.1:7499` (cluster-load starts it itself
-//! with `--system floor`).
+//! Run: `grpc-floor --listen 127.0.0.1:7499` (`holdfast-bench` and
+//! `cluster-load` start it themselves).
 
 /// mimalloc instead of glibc malloc: the gRPC stack allocates per request,
 /// and glibc's malloc showed up at ~15% of its threads' time.
@@ -79,23 +80,30 @@ impl Inventory for Floor {
 
     async fn confirm(
         &self,
-        _: Request<pb::ConfirmRequest>,
+        request: Request<pb::ConfirmRequest>,
     ) -> Result<Response<pb::ConfirmResponse>, Status> {
-        Err(Status::unimplemented("the floor only answers Reserve"))
+        Ok(Response::new(pb::ConfirmResponse {
+            reservation_id: request.into_inner().reservation_id,
+            units_confirmed: 1,
+            units_released: 0,
+        }))
     }
 
     async fn release(
         &self,
-        _: Request<pb::ReleaseRequest>,
+        request: Request<pb::ReleaseRequest>,
     ) -> Result<Response<pb::ReleaseResponse>, Status> {
-        Err(Status::unimplemented("the floor only answers Reserve"))
+        Ok(Response::new(pb::ReleaseResponse {
+            reservation_id: request.into_inner().reservation_id,
+            units_released: 1,
+        }))
     }
 
     async fn extend(
         &self,
         _: Request<pb::ExtendRequest>,
     ) -> Result<Response<pb::ExtendResponse>, Status> {
-        Err(Status::unimplemented("the floor only answers Reserve"))
+        Err(Status::unimplemented("the floor does not serve this call"))
     }
 
     async fn adjust_stock(
@@ -116,14 +124,14 @@ impl Inventory for Floor {
         &self,
         _: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::SetPolicyResponse>, Status> {
-        Err(Status::unimplemented("the floor only answers Reserve"))
+        Err(Status::unimplemented("the floor does not serve this call"))
     }
 
     async fn get_reservation(
         &self,
         _: Request<pb::GetReservationRequest>,
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
-        Err(Status::unimplemented("the floor only answers Reserve"))
+        Err(Status::unimplemented("the floor does not serve this call"))
     }
 
     async fn list_reservations(
@@ -146,7 +154,7 @@ impl Inventory for Floor {
         &self,
         _: Request<pb::GetAvailabilityRequest>,
     ) -> Result<Response<pb::GetAvailabilityResponse>, Status> {
-        Err(Status::unimplemented("the floor only answers Reserve"))
+        Err(Status::unimplemented("the floor does not serve this call"))
     }
 }
 
