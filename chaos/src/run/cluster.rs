@@ -203,12 +203,7 @@ impl Cluster {
 
     /// The Admin API of node `i`.
     pub fn admin(&self, i: usize) -> AdminClient<Channel> {
-        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", self.ports[i]))
-            .expect("a valid uri")
-            .connect_timeout(ADMIN_TIMEOUT)
-            .timeout(ADMIN_TIMEOUT)
-            .connect_lazy();
-        AdminClient::new(channel)
+        admin_client(self.ports[i], ADMIN_TIMEOUT)
     }
 
     /// Node `i`'s status, if it answers in time.
@@ -244,6 +239,18 @@ impl Cluster {
             Err(_) => Err(format!("n{} shard {shard}: timed out", i + 1)),
         }
     }
+}
+
+/// The Admin API of the node on 127.0.0.1:`port`, every call bounded by
+/// `timeout` (connecting lazily, so a node that is down costs nothing
+/// until called).
+pub fn admin_client(port: u16, timeout: Duration) -> AdminClient<Channel> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("a valid uri")
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect_lazy();
+    AdminClient::new(channel)
 }
 
 impl Drop for Cluster {

@@ -47,6 +47,12 @@ impl Recorder {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// Microseconds since the run started: the history's clock, for files
+    /// kept beside it (`leaders.jsonl`).
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
     fn append(&self, make: impl FnOnce(u64) -> Entry) {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         let entry = make(self.start.elapsed().as_micros() as u64);
