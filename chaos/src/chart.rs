@@ -12,9 +12,11 @@
 //!    partition is drawn on the nodes it cut off: the first side, and for a
 //!    bridge both outer sides);
 //! 2. one lane per shard, coloured by the node that led it;
-//! 3. successful operations per second, and decided refusals per second;
+//! 3. successful operations per second, and refusals per second (the
+//!    ledger's answers such as `OUT_OF_STOCK`, and requests refused before
+//!    the log such as `INVALID_ARGUMENT`);
 //! 4. errors per second: attempts without an answer (`unknown`) and
-//!    refusals that prove nothing (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`, …).
+//!    refusals that leave the outcome open (`UNAVAILABLE`, `ABORTED`, …).
 //!
 //! Fault windows are also shaded faintly across the plots below, so a dip
 //! lines up with its cause. Every mark carries a `<title>` (a tooltip in a
@@ -94,9 +96,10 @@ pub struct FaultWindow {
 pub struct Second {
     /// Attempts answered with success.
     pub ok: u64,
-    /// Attempts refused by the ledger (out of stock, not pending, ...).
+    /// Attempts refused with a definite answer: by the ledger (out of
+    /// stock, not pending, ...) or before the log (a bad argument).
     pub refused: u64,
-    /// Attempts without an answer, or refused in a way that proves nothing.
+    /// Attempts without an answer, or refused leaving the outcome open.
     pub errors: u64,
 }
 
@@ -164,7 +167,7 @@ impl Chart {
             self.leader_lane(&mut svg, y, shard);
             y += LANE_PX + LANE_GAP_PX;
         }
-        y = svg.heading(y, "per second: ok (green), refused by the ledger (grey)");
+        y = svg.heading(y, "per second: ok (green), refused (grey)");
         let ok: Vec<u64> = self.seconds.iter().map(|s| s.ok).collect();
         let refused: Vec<u64> = self.seconds.iter().map(|s| s.refused).collect();
         svg.plot(
@@ -174,7 +177,7 @@ impl Chart {
         y += PLOT_PX + 8.0;
         y = svg.heading(
             y,
-            "per second: errors (no answer, or a refusal that proves nothing)",
+            "per second: errors (no answer, or a refusal that leaves the outcome open)",
         );
         let errors: Vec<u64> = self.seconds.iter().map(|s| s.errors).collect();
         svg.plot(y, &[("errors", "#d62728", &errors)]);
@@ -268,8 +271,10 @@ fn per_second(entries: &[Entry], end_us: u64) -> Vec<Second> {
                 metadata,
                 ..
             } => match classify(code, metadata) {
-                CodeClass::Decided | CodeClass::IdTaken => (*time_us, |s| s.refused += 1),
-                CodeClass::NotApplied | CodeClass::Open => (*time_us, |s| s.errors += 1),
+                CodeClass::Decided | CodeClass::IdTaken | CodeClass::NotApplied => {
+                    (*time_us, |s| s.refused += 1)
+                }
+                CodeClass::Open => (*time_us, |s| s.errors += 1),
             },
             Entry::Invoke { .. } | Entry::Fault { .. } => continue,
         };

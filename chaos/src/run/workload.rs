@@ -342,11 +342,14 @@ impl Worker {
     async fn resolve_one(&mut self) {
         let (reservation_id, allocations) = self.held.remove(self.rng.usize(..self.held.len()));
         let op = if self.rng.u32(..5) < 3 {
+            // At least one unit: a confirm of nothing is refused as an
+            // invalid argument and would leave the hold pending.
             let quantities =
                 (self.shared.workload == Workload::Mixed && self.rng.bool()).then(|| {
                     allocations
                         .iter()
-                        .map(|a| self.rng.i64(0..=a.quantity))
+                        .enumerate()
+                        .map(|(i, a)| self.rng.i64(i64::from(i == 0).min(a.quantity)..=a.quantity))
                         .collect()
                 });
             Op::Confirm {
