@@ -65,16 +65,25 @@ fn server_binary() -> PathBuf {
     binary
 }
 
-/// Runs `holdfast-chaos run ARGS --out OUT --server-bin SERVER`, killing
-/// it past `timeout`; returns its exit status and `report.txt`.
-fn run_chaos(args: &[&str], out: &Path, timeout: Duration) -> (ExitStatus, String) {
+/// What a run left: its output directory (removed on drop), exit status
+/// and `report.txt`.
+struct Ran {
+    out: tempfile::TempDir,
+    status: ExitStatus,
+    report: String,
+}
+
+/// Runs `holdfast-chaos run ARGS --out <temp dir> --server-bin SERVER`
+/// (`args` split at spaces), killing it past `timeout`.
+fn run_chaos(args: &str, timeout: Duration) -> Ran {
     let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let out = tempfile::TempDir::new().expect("temp dir");
     let server = server_binary();
     let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast-chaos"))
         .arg("run")
-        .args(args)
+        .args(args.split_whitespace())
         .arg("--out")
-        .arg(out)
+        .arg(out.path())
         .arg("--server-bin")
         .arg(&server)
         .stdout(Stdio::null())
@@ -93,30 +102,23 @@ fn run_chaos(args: &[&str], out: &Path, timeout: Duration) -> (ExitStatus, Strin
         }
         std::thread::sleep(Duration::from_millis(200)); // polling interval
     };
-    let report = std::fs::read_to_string(out.join("report.txt")).unwrap_or_default();
-    (status, report)
+    let report = std::fs::read_to_string(out.path().join("report.txt")).unwrap_or_default();
+    Ran {
+        out,
+        status,
+        report,
+    }
 }
 
 /// Design §1 (all promises) under kill -9, SIGSTOP and partitions.
 #[test]
 fn a_seeded_chaos_run_keeps_every_promise() {
-    let out = tempfile::TempDir::new().expect("temp dir");
-    let (status, report) = run_chaos(
-        &[
-            "--nodes",
-            "3",
-            "--duration",
-            "75s",
-            "--seed",
-            "7",
-            "--faults",
-            "kill,pause,partition",
-            "--workload",
-            "flash",
-            "--clients",
-            "16",
-        ],
-        out.path(),
+    let Ran {
+        out,
+        status,
+        report,
+    } = run_chaos(
+        "--nodes 3 --duration 75s --seed 7 --faults kill,pause,partition --workload flash --clients 16",
         HARD_TIMEOUT,
     );
     assert!(
@@ -146,27 +148,16 @@ fn a_seeded_chaos_run_keeps_every_promise() {
 /// is cut off, and the checker says so.
 #[test]
 fn a_build_that_acknowledges_before_commit_is_caught() {
-    let out = tempfile::TempDir::new().expect("temp dir");
-    let (status, report) = run_chaos(
-        &[
-            "--nodes",
-            "3",
-            "--duration",
-            "20s",
-            "--seed",
-            "3",
-            "--faults",
-            "partition",
-            "--workload",
-            "mixed",
-            "--clients",
-            "16",
-            "--server-arg=--unsafe-chaos-bug=ack-before-commit",
-        ],
-        out.path(),
+    let ran = run_chaos(
+        "--nodes 3 --duration 20s --seed 3 --faults partition --workload mixed --clients 16 --server-arg=--unsafe-chaos-bug=ack-before-commit",
         HARD_TIMEOUT_BROKEN,
     );
-    let summary = report.lines().next().unwrap_or_default();
-    assert_eq!(status.code(), Some(1), "a violation is found:\n{report}");
+    let summary = ran.report.lines().next().unwrap_or_default();
+    assert_eq!(
+        ran.status.code(),
+        Some(1),
+        "a violation is found:\n{}",
+        ran.report
+    );
     assert!(!summary.contains(" lost=0 "), "{summary}");
 }

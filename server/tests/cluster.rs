@@ -160,6 +160,24 @@ impl TestCluster {
         await_reply(rx)
     }
 
+    /// The leader of shard 0 the two nodes other than `old` (of three)
+    /// elect while `old` is cut off.
+    fn leader_elected_without(&self, old: u64) -> u64 {
+        let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+        self.wait_for("a new leader", |c| {
+            let s = c.status(others[0], false)[0].leader;
+            (s != 0 && s != old && c.status(others[1], false)[0].leader == s).then_some(s)
+        })
+    }
+
+    /// Proposes `command` on shard 0 of node `id`, which must answer success.
+    fn assert_applied_ok(&self, id: u64, command: Command) {
+        match self.propose_on(id, 0, command) {
+            ProposeResult::Applied { outcome, .. } => assert!(outcome.is_ok(), "{outcome:?}"),
+            r => panic!("{r:?}"),
+        }
+    }
+
     /// Proposes through the current leader, retrying with the same request
     /// id across leader changes, until applied.
     fn apply(&self, shard: u32, command: Command) -> Outcome {
@@ -364,18 +382,11 @@ fn a_proposal_lost_to_a_leader_change_fails_and_its_retry_applies_once() {
         })
         .unwrap();
     // The others elect a new leader among themselves.
-    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
-    let new = c.wait_for("a new leader", |c| {
-        let s = c.status(others[0], false)[0].leader;
-        (s != 0 && s != old && c.status(others[1], false)[0].leader == s).then_some(s)
-    });
+    let new = c.leader_elected_without(old);
     // Something commits under the new term, then the old leader rejoins and
     // must drop its uncommitted entry: the proposal fails, never hangs.
     let other = c.reserve_cmd("A");
-    match c.propose_on(new, 0, other) {
-        ProposeResult::Applied { outcome, .. } => assert!(outcome.is_ok()),
-        r => panic!("{r:?}"),
-    }
+    c.assert_applied_ok(new, other);
     c.network.heal();
     match await_reply(rx) {
         ProposeResult::Aborted { .. } => {}
@@ -405,16 +416,9 @@ fn unsafe_ack_before_commit_acknowledges_what_a_leader_change_then_loses() {
         ProposeResult::Applied { outcome, .. } => assert!(outcome.is_ok(), "{outcome:?}"),
         r => panic!("the broken build answers at once, not {r:?}"),
     }
-    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
-    let new = c.wait_for("a new leader", |c| {
-        let s = c.status(others[0], false)[0].leader;
-        (s != 0 && s != old && c.status(others[1], false)[0].leader == s).then_some(s)
-    });
+    let new = c.leader_elected_without(old);
     let other = c.reserve_cmd("A");
-    match c.propose_on(new, 0, other) {
-        ProposeResult::Applied { outcome, .. } => assert!(outcome.is_ok(), "{outcome:?}"),
-        r => panic!("{r:?}"),
-    }
+    c.assert_applied_ok(new, other);
     c.network.heal();
     c.converged_digests();
     // Only the hold the new leader committed is there: the acknowledged
