@@ -26,6 +26,10 @@ use tonic::transport::Channel;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Timeout of one Admin call (a paused node never answers).
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest Admin answer accepted: a shard dump holds at most the server's
+/// `DUMP_ITEMS_MAX` (a million) rows plus reservations of about 100 bytes
+/// each; gRPC's default of 4 MiB is reached by a 30-minute run.
+const ADMIN_REPLY_BYTES_MAX: usize = 256 << 20;
 
 /// N server processes and their data.
 pub struct Cluster {
@@ -250,7 +254,7 @@ pub fn admin_client(port: u16, timeout: Duration) -> AdminClient<Channel> {
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect_lazy();
-    AdminClient::new(channel)
+    AdminClient::new(channel).max_decoding_message_size(ADMIN_REPLY_BYTES_MAX)
 }
 
 impl Drop for Cluster {

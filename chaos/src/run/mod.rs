@@ -60,7 +60,9 @@ pub struct RunOutput {
 
 /// Runs the scenario and writes history and final state into `out`.
 pub async fn run(config: &RunConfig) -> Result<RunOutput, String> {
-    let hard_end = Instant::now() + config.duration + OVERTIME;
+    // Until set-up is done, only connecting needs a bound; from then on
+    // the run has its duration plus `OVERTIME`.
+    let mut hard_end = Instant::now() + OVERTIME;
     std::fs::create_dir_all(&config.out).map_err(|e| format!("{}: {e}", config.out.display()))?;
     let data = config.out.join("data");
     let _ = std::fs::remove_dir_all(&data);
@@ -104,14 +106,17 @@ pub async fn run(config: &RunConfig) -> Result<RunOutput, String> {
         start,
     });
     let rounds = config.duration.as_millis() as u64 / config.round.as_millis().max(1) as u64 + 1;
-    if !workload::set_up(&shared, rounds, start + Duration::from_secs(30)).await {
-        return Err("the cluster did not take the stock set-up".into());
+    if !workload::set_up(&shared, rounds).await {
+        return Err("the cluster did not take the stock set-up in time".into());
     }
-    let end = Instant::now() + config.duration;
+    let phase_start = Instant::now();
+    hard_end = phase_start + config.duration + OVERTIME;
+    let end = phase_start + config.duration;
     let nemesis = tokio::spawn(nemesis::run(
         cluster.clone(),
         recorder.clone(),
         schedule,
+        phase_start,
         end,
     ));
     let mut tasks = Vec::new();

@@ -160,16 +160,19 @@ async fn leader_of(cluster: &Cluster, shard: u32) -> Option<usize> {
     best.map(|(_, l)| l as usize - 1)
 }
 
-/// Carries out the schedule until `end`; every fault it starts it heals.
+/// Carries out the schedule, its times counted from `start` (when the
+/// workload starts, after set-up), until `end`; every fault it starts it
+/// heals.
 pub async fn run(
     cluster: Arc<Mutex<Cluster>>,
     recorder: Arc<Recorder>,
     schedule: Vec<Planned>,
+    start: Instant,
     end: Instant,
 ) -> u64 {
     let mut injected = 0;
     for planned in schedule {
-        let at = recorder_start(&recorder) + Duration::from_millis(planned.at_ms);
+        let at = start + Duration::from_millis(planned.at_ms);
         if at >= end {
             break;
         }
@@ -186,10 +189,6 @@ pub async fn run(
         heal_one(&cluster, &recorder, heal).await;
     }
     injected
-}
-
-fn recorder_start(recorder: &Recorder) -> Instant {
-    Instant::now() - Duration::from_millis(recorder.elapsed_ms())
 }
 
 /// What to undo.
