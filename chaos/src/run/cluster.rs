@@ -212,12 +212,7 @@ impl Cluster {
 
     /// Node `i`'s status, if it answers in time.
     pub async fn status(&self, i: usize) -> Option<ClusterStatusResponse> {
-        let mut admin = self.admin(i);
-        let call = admin.cluster_status(ClusterStatusRequest { with_digest: false });
-        match tokio::time::timeout(ADMIN_TIMEOUT, call).await {
-            Ok(Ok(r)) => Some(r.into_inner()),
-            _ => None,
-        }
+        status_at(self.ports[i], ADMIN_TIMEOUT).await
     }
 
     /// Cuts node `i`'s links to `blocked` (node ids); empty heals.
@@ -242,6 +237,17 @@ impl Cluster {
             Ok(Err(s)) => Err(format!("n{} shard {shard}: {s}", i + 1)),
             Err(_) => Err(format!("n{} shard {shard}: timed out", i + 1)),
         }
+    }
+}
+
+/// The status of the node on 127.0.0.1:`port`, if it answers within
+/// `timeout`. Needs no `Cluster`, so pollers need not hold its lock.
+pub async fn status_at(port: u16, timeout: Duration) -> Option<ClusterStatusResponse> {
+    let mut admin = admin_client(port, timeout);
+    let call = admin.cluster_status(ClusterStatusRequest { with_digest: false });
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
     }
 }
 

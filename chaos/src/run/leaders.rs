@@ -9,11 +9,10 @@
 //! nemesis holds while it injects), with a short timeout, since a paused
 //! node never answers.
 
-use super::cluster::admin_client;
+use super::cluster::status_at;
 use super::recorder::Recorder;
 use holdfast_chaos::chart::LeaderSample;
 use holdfast_chaos::jsonl::JsonlWriter;
-use holdfast_client::pb::internal::ClusterStatusRequest;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufWriter;
@@ -40,14 +39,7 @@ const SAMPLES_MAX: u64 = 100_000;
 async fn poll(ports: &[u16]) -> BTreeMap<u32, (u64, u64)> {
     let mut calls = JoinSet::new();
     for &port in ports {
-        calls.spawn(async move {
-            let mut admin = admin_client(port, POLL_TIMEOUT);
-            let call = admin.cluster_status(ClusterStatusRequest { with_digest: false });
-            match tokio::time::timeout(POLL_TIMEOUT, call).await {
-                Ok(Ok(r)) => Some(r.into_inner()),
-                _ => None,
-            }
-        });
+        calls.spawn(status_at(port, POLL_TIMEOUT));
     }
     let mut seen: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
     while let Some(answer) = calls.join_next().await {
