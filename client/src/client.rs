@@ -24,6 +24,7 @@ use crate::pb::inventory::inventory_client::InventoryClient;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::routing::{shard_of, Topology};
 use crate::types::*;
+use crate::watch::{EventStream, WatchEvents};
 
 /// Metadata key marking the first attempt of a request whose id was made
 /// for it: only such a request may be refused by the node's sold-out
@@ -524,32 +525,71 @@ impl Client {
                 InventoryClient::new(ch).get_reservation(rq).await
             })
             .await?;
-        let state = match pb::ReservationState::try_from(r.state) {
-            Ok(pb::ReservationState::Pending) => ReservationState::Pending,
-            Ok(pb::ReservationState::Confirmed) => ReservationState::Confirmed,
-            Ok(pb::ReservationState::Released) => ReservationState::Released,
-            Ok(pb::ReservationState::Expired) => ReservationState::Expired,
-            _ => ReservationState::Unknown,
+        Ok(reservation_view(r))
+    }
+
+    /// One page of an owner's or a customer's reservations
+    /// (`ListReservations`). Any node serves it (it forwards to the shard
+    /// leaders a linearizable page needs). Pages may be short or empty
+    /// while `next_page_token` is set; see [`Client::list_all_reservations`].
+    pub async fn list_reservations(
+        &self,
+        request: ListReservations,
+    ) -> Result<ReservationPage, Error> {
+        let (owner_id, customer_id) = match request.party {
+            Party::Owner(owner) => (owner, String::new()),
+            Party::Customer(customer) => (String::new(), customer),
         };
-        Ok(ReservationView {
-            reservation_id: r.reservation_id,
-            state,
-            owner_id: r.owner_id,
-            customer_id: r.customer_id,
-            lines: r
-                .lines
-                .into_iter()
-                .map(|l| ReservedLine {
-                    sku: l.sku,
-                    location: l.location,
-                    quantity: l.quantity,
-                    confirmed: l.confirmed,
-                })
-                .collect(),
-            created_at_ms: r.created_at_ms,
-            expires_at_ms: r.expires_at_ms,
-            as_of_index: r.as_of_index,
+        let state = match request.state {
+            None | Some(ReservationState::Unknown) => pb::ReservationState::Unspecified,
+            Some(ReservationState::Pending) => pb::ReservationState::Pending,
+            Some(ReservationState::Confirmed) => pb::ReservationState::Confirmed,
+            Some(ReservationState::Released) => pb::ReservationState::Released,
+            Some(ReservationState::Expired) => pb::ReservationState::Expired,
+        };
+        let message = pb::ListReservationsRequest {
+            owner_id,
+            customer_id,
+            state: state as i32,
+            page_size: request.page_size,
+            page_token: request.page_token.unwrap_or_default(),
+            consistency: consistency_pb(request.consistency),
+        };
+        let r = self
+            .unary(Route::Any, None, message, |ch, rq| async move {
+                InventoryClient::new(ch).list_reservations(rq).await
+            })
+            .await?;
+        Ok(ReservationPage {
+            reservations: r.reservations.into_iter().map(reservation_view).collect(),
+            next_page_token: (!r.next_page_token.is_empty()).then_some(r.next_page_token),
         })
+    }
+
+    /// Every page of a listing, concatenated (`request.page_token` is the
+    /// starting point). For small listings: a large one is better paged by
+    /// the caller.
+    pub async fn list_all_reservations(
+        &self,
+        mut request: ListReservations,
+    ) -> Result<Vec<ReservationView>, Error> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.list_reservations(request.clone()).await?;
+            all.extend(page.reservations);
+            match page.next_page_token {
+                Some(token) => request.page_token = Some(token),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// The ledger's change events (`WatchEvents`) as a stream that
+    /// survives node failures: it reconnects to another node and resumes
+    /// after the last event it handed out, gap-free and without
+    /// duplicates (see [`crate::watch`]).
+    pub fn watch_events(&self, watch: WatchEvents) -> EventStream {
+        crate::watch::start(self.inner.clone(), watch, self.inner.options.retry)
     }
 
     /// Every known node's status (`Admin.ClusterStatus`), asked of all at
@@ -689,6 +729,54 @@ impl Client {
                     None => return Err(deadline_exceeded(attempts, started, request_id, last)),
                 }
             }
+        }
+    }
+}
+
+/// A reservation read back, from its wire form.
+fn reservation_view(r: pb::GetReservationResponse) -> ReservationView {
+    let state = match pb::ReservationState::try_from(r.state) {
+        Ok(pb::ReservationState::Pending) => ReservationState::Pending,
+        Ok(pb::ReservationState::Confirmed) => ReservationState::Confirmed,
+        Ok(pb::ReservationState::Released) => ReservationState::Released,
+        Ok(pb::ReservationState::Expired) => ReservationState::Expired,
+        _ => ReservationState::Unknown,
+    };
+    ReservationView {
+        reservation_id: r.reservation_id,
+        state,
+        owner_id: r.owner_id,
+        customer_id: r.customer_id,
+        lines: r
+            .lines
+            .into_iter()
+            .map(|l| ReservedLine {
+                sku: l.sku,
+                location: l.location,
+                quantity: l.quantity,
+                confirmed: l.confirmed,
+            })
+            .collect(),
+        created_at_ms: r.created_at_ms,
+        expires_at_ms: r.expires_at_ms,
+        as_of_index: r.as_of_index,
+    }
+}
+
+impl crate::watch::Nodes for Inner {
+    fn pick(&self, avoid: Option<usize>) -> (usize, Channel) {
+        let (index, channel, _) = Inner::pick(self, &Route::Any, avoid);
+        (index, channel)
+    }
+
+    fn address(&self, index: usize) -> String {
+        self.topology.lock().node(index).address.clone()
+    }
+
+    fn failed(&self, index: usize, disposition: &Disposition) {
+        if *disposition == Disposition::NodeDown {
+            bump(&self.counters.node_failures);
+            self.topology.lock().forget_node(index);
         }
     }
 }

@@ -47,9 +47,11 @@ pub mod pb;
 pub mod retry;
 pub mod routing;
 mod types;
+pub mod watch;
 
 pub use client::{Client, ClientOptions, ClientStats};
 pub use error::Error;
 pub use ids::new_request_id;
 pub use retry::RetryPolicy;
 pub use types::*;
+pub use watch::{Event, EventKind, EventStream, WatchEvents};

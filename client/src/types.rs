@@ -637,3 +637,50 @@ impl ClusterStatus {
         Some((leader, address))
     }
 }
+
+/// Whose reservations a listing wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Party {
+    /// Cart or order id.
+    Owner(String),
+    /// Customer id.
+    Customer(String),
+}
+
+/// A `ListReservations` call: one page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListReservations {
+    /// Whose reservations.
+    pub party: Party,
+    /// Only this state (`None`: every state).
+    pub state: Option<ReservationState>,
+    /// Most reservations in the page, 1..=1,000 (0: the server's 100).
+    pub page_size: u32,
+    /// `next_page_token` of the previous page (`None`: the first page).
+    pub page_token: Option<String>,
+    /// Linearizable (default) or stale.
+    pub consistency: Consistency,
+}
+
+impl ListReservations {
+    /// The first page of `party`'s reservations, every state, linearizable.
+    pub fn of(party: Party) -> Self {
+        ListReservations {
+            party,
+            state: None,
+            page_size: 0,
+            page_token: None,
+            consistency: Consistency::Linearizable,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReservationPage {
+    /// The reservations of this page (maybe fewer than asked, even none,
+    /// while more follow).
+    pub reservations: Vec<ReservationView>,
+    /// Pass back to get the next page; `None` when the listing is done.
+    pub next_page_token: Option<String>,
+}

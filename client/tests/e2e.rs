@@ -11,8 +11,9 @@
 //! children are killed and reaped on drop.
 
 use holdfast_client::{
-    AdjustStock, Client, ClientOptions, Confirm, Consistency, Error, Extend, Release,
-    ReservationState, Reserve, RowKey, UpsertLocation,
+    AdjustStock, Client, ClientOptions, Confirm, Consistency, Error, Extend, LimitChange,
+    ListReservations, Party, Release, ReservationState, Reserve, RowKey, SetPolicy, UpsertLocation,
+    WatchEvents,
 };
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
+use tokio_stream::StreamExt;
 
 /// Longest any wait of these tests may take.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -485,4 +487,300 @@ async fn a_killed_leader_is_survived_by_the_clients_retries() {
         .expect("retry");
     assert_eq!(again.reservation_id, first.reservation_id);
     assert_eq!(again.allocations, first.allocations);
+}
+
+/// `ListReservations` through the client: every page of an owner's
+/// reservations on both shards, each exactly once, however small the
+/// pages; the state filter; a customer's listing; and the refusals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_through_every_reservation_of_an_owner() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3);
+    let client = cluster.client().await;
+    let setup = client.with_deadline(DEADLINE);
+    setup
+        .upsert_location(UpsertLocation::new("berlin", "eu", 1).request_id("loc"))
+        .await
+        .expect("location");
+    // SKUs on both shards, so the listing crosses shards.
+    let skus: Vec<String> = (0..8).map(|i| format!("LIST-{i}")).collect();
+    let shards: std::collections::BTreeSet<u32> =
+        skus.iter().filter_map(|s| client.shard_of(s)).collect();
+    assert_eq!(shards.len(), SHARDS as usize, "SKUs on every shard");
+    for sku in &skus {
+        setup
+            .adjust_stock(AdjustStock::new(sku, "berlin", 100).request_id(format!("stock-{sku}")))
+            .await
+            .expect("stock");
+    }
+    let mut mine = std::collections::BTreeSet::new();
+    for i in 0..23 {
+        let sku = &skus[i % skus.len()];
+        let r = client
+            .reserve(Reserve::new("cart-L", format!("cust-{}", i % 2)).line_at(sku, 1, "berlin"))
+            .await
+            .expect("reserved");
+        mine.insert(r.reservation_id);
+    }
+    client
+        .reserve(Reserve::new("cart-other", "cust-0").line_at(&skus[0], 1, "berlin"))
+        .await
+        .expect("someone else's");
+
+    for page_size in [1, 4, 1000] {
+        let mut seen = Vec::new();
+        let mut request = ListReservations::of(Party::Owner("cart-L".into()));
+        request.page_size = page_size;
+        let mut pages = 0;
+        loop {
+            let page = client
+                .list_reservations(request.clone())
+                .await
+                .expect("page");
+            assert!(page.reservations.len() <= page_size as usize);
+            pages += 1;
+            assert!(pages < 100, "the listing does not end");
+            seen.extend(page.reservations.into_iter().map(|r| {
+                assert_eq!(r.owner_id, "cart-L");
+                r.reservation_id
+            }));
+            match page.next_page_token {
+                Some(token) => request.page_token = Some(token),
+                None => break,
+            }
+        }
+        let unique: std::collections::BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "a reservation listed twice: {seen:?}"
+        );
+        assert_eq!(unique, mine, "page size {page_size}");
+    }
+
+    // Release five: the state filter sees 18 pending and 5 released.
+    for id in mine.iter().take(5) {
+        client.release(Release::new(id)).await.expect("released");
+    }
+    let mut pending = ListReservations::of(Party::Owner("cart-L".into()));
+    pending.state = Some(ReservationState::Pending);
+    assert_eq!(
+        client
+            .list_all_reservations(pending)
+            .await
+            .expect("list")
+            .len(),
+        18
+    );
+    let mut released = ListReservations::of(Party::Owner("cart-L".into()));
+    released.state = Some(ReservationState::Released);
+    released.consistency = Consistency::Stale;
+    // A stale read may lag the releases just acknowledged; poll until it
+    // shows them (bounded).
+    let started = Instant::now();
+    loop {
+        let n = client
+            .list_all_reservations(released.clone())
+            .await
+            .expect("list")
+            .len();
+        if n == 5 {
+            break;
+        }
+        assert!(n < 5 && started.elapsed() < DEADLINE, "{n} released listed");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
+    }
+    let customer = client
+        .list_all_reservations(ListReservations::of(Party::Customer("cust-0".into())))
+        .await
+        .expect("list");
+    assert_eq!(
+        customer.len(),
+        12 + 1,
+        "cart-L's even ones, plus cart-other"
+    );
+
+    // A token of another listing is refused, naming the field.
+    let mut first = ListReservations::of(Party::Owner("cart-L".into()));
+    first.page_size = 1;
+    let token = client
+        .list_reservations(first)
+        .await
+        .expect("page")
+        .next_page_token;
+    let mut other = ListReservations::of(Party::Owner("cart-other".into()));
+    other.page_token = token;
+    let err = client.list_reservations(other).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { field, .. } if field == "page_token"),
+        "{err:?}"
+    );
+    let mut too_big = ListReservations::of(Party::Owner("cart-L".into()));
+    too_big.page_size = 1001;
+    let err = client.list_reservations(too_big).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { field, .. } if field == "page_size"),
+        "{err:?}"
+    );
+}
+
+/// `WatchEvents` through the client, streaming from one node while
+/// reservations are made: that node is killed mid-stream, the stream
+/// resumes on another, and what it delivered is exactly the events a
+/// fresh stream from a surviving node reads: no gap, no duplicate, the
+/// same bytes on every replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resumes_without_gap_or_duplicate_when_its_node_is_killed() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut cluster = Cluster::start(3);
+    let client = cluster.client().await;
+    stock(&client, 1_000).await;
+    let mut stream = client.watch_events(WatchEvents::default());
+
+    const RESERVES: usize = 60;
+    let writer = client.clone();
+    let writes = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for i in 0..RESERVES {
+            let r = writer
+                .with_deadline(DEADLINE)
+                .reserve(one(1).request_id(format!("w-{i}")))
+                .await
+                .expect("reserved through retries");
+            ids.push(r.reservation_id);
+        }
+        ids
+    });
+
+    let mut received: Vec<holdfast_client::Event> = Vec::new();
+    let mut held = std::collections::BTreeSet::new();
+    let mut killed = None;
+    let started = Instant::now();
+    while held.len() < RESERVES {
+        let event = tokio::time::timeout(DEADLINE, stream.next())
+            .await
+            .expect("an event within the deadline")
+            .expect("the stream goes on")
+            .expect("no stream error");
+        if event.kind == holdfast_client::EventKind::Held as i32 {
+            held.insert(event.reservation_id.clone());
+        }
+        received.push(event);
+        if killed.is_none() && held.len() >= 20 {
+            let streaming = stream.node().expect("streaming from a node");
+            let victim = cluster
+                .addresses()
+                .iter()
+                .position(|a| *a == streaming)
+                .expect("one of ours");
+            cluster.kill(victim);
+            killed = Some(victim);
+        }
+        assert!(started.elapsed() < 2 * DEADLINE, "events stopped coming");
+    }
+    let victim = killed.expect("a node was killed mid-stream");
+    let ids: std::collections::BTreeSet<String> =
+        writes.await.expect("writer").into_iter().collect();
+    assert_eq!(held, ids, "a Held event for every reservation made");
+
+    // A fresh stream from the survivors, read up to the same positions.
+    let mut survivors = cluster.addresses();
+    survivors.remove(victim);
+    let reader = Client::connect(&survivors, ClientOptions::default())
+        .await
+        .expect("survivors answer");
+    let last: std::collections::BTreeMap<u32, (u64, u32)> = received
+        .iter()
+        .filter_map(|e| e.cursor.as_ref())
+        .map(|c| (c.shard, (c.index, c.seq)))
+        .collect();
+    let mut fresh = reader.watch_events(WatchEvents::default());
+    let mut reference = Vec::new();
+    let mut done = std::collections::BTreeSet::new();
+    while done.len() < last.len() {
+        let event = tokio::time::timeout(DEADLINE, fresh.next())
+            .await
+            .expect("an event within the deadline")
+            .expect("the stream goes on")
+            .expect("no stream error");
+        let c = event.cursor.expect("cursor");
+        let Some(&end) = last.get(&c.shard) else {
+            continue;
+        };
+        if (c.index, c.seq) <= end {
+            if (c.index, c.seq) == end {
+                done.insert(c.shard);
+            }
+            reference.push(event);
+        }
+    }
+    let by_shard = |events: &[holdfast_client::Event]| {
+        let mut m: std::collections::BTreeMap<u32, Vec<holdfast_client::Event>> =
+            Default::default();
+        for e in events {
+            m.entry(e.cursor.as_ref().map_or(u32::MAX, |c| c.shard))
+                .or_default()
+                .push(e.clone());
+        }
+        m
+    };
+    assert_eq!(
+        by_shard(&received),
+        by_shard(&reference),
+        "the resumed stream differs from a fresh one"
+    );
+}
+
+/// The refusals the first test does not meet, each reaching the client
+/// as its typed error with its details: LIMIT_EXCEEDED, ON_HAND_MISMATCH,
+/// HELD_EXCEEDS_STOCK, and a deadline that runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_remaining_refusals_reach_the_client_typed() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let cluster = Cluster::start(3);
+    let client = cluster.client().await;
+    stock(&client, 10).await;
+
+    client
+        .set_policy(SetPolicy {
+            request_id: None,
+            sku: SKU.into(),
+            location: None,
+            safety_stock: None,
+            backorder_allowance: None,
+            customer_limit: LimitChange::Set {
+                max_units: 2,
+                campaign: 1,
+            },
+        })
+        .await
+        .expect("limit set");
+    let err = client.reserve(one(3)).await.unwrap_err();
+    assert!(matches!(err, Error::LimitExceeded { .. }), "{err:?}");
+
+    let mut cas = AdjustStock::new(SKU, "berlin", 5);
+    cas.expected_on_hand = Some(11);
+    let err = client.adjust_stock(cas).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::OnHandMismatch {
+                expected: 11,
+                actual: 10,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    client.reserve(one(2)).await.expect("held 2");
+    let err = client
+        .adjust_stock(AdjustStock::new(SKU, "berlin", -9))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::HeldExceedsStock { .. }), "{err:?}");
+
+    let hurried = client.with_deadline(Duration::from_micros(1));
+    let err = hurried.reserve(one(1)).await.unwrap_err();
+    assert!(matches!(err, Error::DeadlineExceeded { .. }), "{err:?}");
 }

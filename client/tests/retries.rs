@@ -128,6 +128,19 @@ impl Inventory for FakeNode {
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn list_reservations(
+        &self,
+        _: Request<pb::ListReservationsRequest>,
+    ) -> Result<Response<pb::ListReservationsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    type WatchEventsStream = tokio_stream::Empty<Result<pb::Event, Status>>;
+    async fn watch_events(
+        &self,
+        _: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn get_availability(
         &self,
         _: Request<pb::GetAvailabilityRequest>,

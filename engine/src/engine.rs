@@ -376,6 +376,20 @@ impl Engine {
         self.reservations.iter()
     }
 
+    /// Retained reservations in slot order from slot `start` on: a listing
+    /// scans a bounded number of slots per call and resumes at the next.
+    pub fn reservations_from(
+        &self,
+        start: u32,
+    ) -> impl Iterator<Item = (ReservationId, &Reservation)> {
+        self.reservations.iter_from(start)
+    }
+
+    /// One past the highest reservation slot: where a slot-order scan ends.
+    pub fn reservation_slot_end(&self) -> u32 {
+        self.reservations.slot_count()
+    }
+
     /// Every row's id, in creation order (rows are never removed), for
     /// tools that read the whole state (state dumps for chaos checks).
     pub fn row_ids(&self) -> impl Iterator<Item = RowId> {

@@ -22,7 +22,9 @@ impl ReservationId {
         ReservationId(((generation as u64) << 32) | slot as u64)
     }
 
-    pub(crate) fn slot(self) -> u32 {
+    /// The slab slot: the reservation's position in slot order, which is
+    /// what a paginated listing resumes from.
+    pub fn slot(self) -> u32 {
         self.0 as u32
     }
 

@@ -197,11 +197,26 @@ impl ReservationSlab {
 
     /// Live reservations in slot order, with their ids.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (ReservationId, &Reservation)> {
-        self.slots.iter().enumerate().filter_map(|(i, s)| {
+        self.iter_from(0)
+    }
+
+    /// Live reservations in slot order from slot `start` on, with the slot
+    /// each was found in (so a scan can stop and resume there).
+    pub(crate) fn iter_from(
+        &self,
+        start: u32,
+    ) -> impl Iterator<Item = (ReservationId, &Reservation)> {
+        let skip = (start as usize).min(self.slots.len());
+        self.slots[skip..].iter().zip(skip..).filter_map(|(s, i)| {
             s.reservation
                 .as_ref()
                 .map(|r| (ReservationId::new(i as u32, s.generation), r))
         })
+    }
+
+    /// Number of slots, used or free: where a scan in slot order ends.
+    pub(crate) fn slot_count(&self) -> u32 {
+        self.slots.len() as u32
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {

@@ -12,7 +12,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOp
 
 use crate::codec::{self, SnapshotRecord};
 use crate::error::StoreError;
-use crate::keys::{self, StateKind, CF_LOG, CF_META, CF_STATE, MARKER_KEY};
+use crate::keys::{self, StateKind, CF_EVENTS, CF_LOG, CF_META, CF_STATE, MARKER_KEY};
 use crate::limits::{FORMAT_VERSION, ROCKSDB_INFO_LOG_FILES_KEPT, WAL_TOTAL_BYTES_MAX};
 use crate::shard::ShardStorage;
 use crate::snapfile;
@@ -299,7 +299,7 @@ fn open_rocksdb(db_dir: &Path) -> Result<DB, StoreError> {
     opts.set_keep_log_file_num(ROCKSDB_INFO_LOG_FILES_KEPT);
     opts.set_paranoid_checks(true);
     opts.set_max_total_wal_size(WAL_TOTAL_BYTES_MAX);
-    let cfs = [CF_META, CF_STATE, CF_LOG]
+    let cfs = [CF_META, CF_STATE, CF_LOG, CF_EVENTS]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     Ok(DB::open_cf_descriptors(&opts, db_dir, cfs)?)

@@ -12,7 +12,9 @@
 //! | `state`       | `shard ‖ 0x03`                       | applied index (u64 LE)         |
 //! | `state`       | `shard ‖ 0x04`                       | truncated index, term          |
 //! | `state`       | `shard ‖ 0x05`                       | snapshot data length, hash, metadata |
+//! | `state`       | `shard ‖ 0x06`                       | event floor (u64)              |
 //! | `log`         | `shard ‖ 0x10 ‖ index`               | index, term, `Entry` (protobuf)|
+//! | `events`      | `shard ‖ 0x20 ‖ index ‖ seq (u32)`   | one encoded event (opaque)     |
 //!
 //! Every value ends with its checksum (see `codec`).
 
@@ -24,11 +26,19 @@ pub(crate) const CF_STATE: &str = "state";
 /// range deletions never sit in front of the point reads of small records.
 pub(crate) const CF_LOG: &str = "log";
 
+/// Column family of the change events the server keeps per applied entry;
+/// apart from the log, which compaction trims on another schedule.
+pub(crate) const CF_EVENTS: &str = "events";
+
 /// Key of the storage marker in [`CF_META`].
 pub(crate) const MARKER_KEY: &[u8] = b"marker";
 
 /// Kind byte of a log entry key.
 const KIND_ENTRY: u8 = 0x10;
+/// Kind byte of an event key.
+const KIND_EVENT: u8 = 0x20;
+/// Length of an event key: shard id, kind, index and sequence number.
+pub(crate) const EVENT_KEY_LEN: usize = 17;
 
 /// Length of a state key: shard id and kind.
 pub(crate) const STATE_KEY_LEN: usize = 5;
@@ -49,6 +59,8 @@ pub(crate) enum StateKind {
     Truncated = 0x04,
     /// The latest durable snapshot: data length, data hash, metadata.
     Snapshot = 0x05,
+    /// First log index whose events this node keeps.
+    EventFloor = 0x06,
 }
 
 impl StateKind {
@@ -60,6 +72,7 @@ impl StateKind {
             StateKind::Applied => "applied index",
             StateKind::Truncated => "truncated state",
             StateKind::Snapshot => "snapshot metadata",
+            StateKind::EventFloor => "event floor",
         }
     }
 }
@@ -107,6 +120,26 @@ pub(crate) fn decode_entry_key(key: &[u8]) -> Option<(u32, u64)> {
     let shard = u32::from_be_bytes(key[..4].try_into().ok()?);
     let index = u64::from_be_bytes(key[5..].try_into().ok()?);
     Some((shard, index))
+}
+
+/// Key of event `seq` of the entry at `index`.
+pub(crate) fn event_key(shard: u32, index: u64, seq: u32) -> [u8; EVENT_KEY_LEN] {
+    let mut key = [0u8; EVENT_KEY_LEN];
+    key[..4].copy_from_slice(&shard.to_be_bytes());
+    key[4] = KIND_EVENT;
+    key[5..13].copy_from_slice(&index.to_be_bytes());
+    key[13..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The index and sequence number of an event key of `shard`, if it is one.
+pub(crate) fn decode_event_key(shard: u32, key: &[u8]) -> Option<(u64, u32)> {
+    if key.len() != EVENT_KEY_LEN || key[4] != KIND_EVENT || key[..4] != shard.to_be_bytes() {
+        return None;
+    }
+    let index = u64::from_be_bytes(key[5..13].try_into().ok()?);
+    let seq = u32::from_be_bytes(key[13..].try_into().ok()?);
+    Some((index, seq))
 }
 
 #[cfg(test)]

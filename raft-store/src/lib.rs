@@ -59,6 +59,7 @@
 mod codec;
 mod db;
 mod error;
+mod events;
 mod keys;
 pub mod limits;
 mod shard;
@@ -80,5 +81,6 @@ fn assert_thread_safe() {
 
 pub use db::{LogBatch, RaftDb, StorageMarker, WriteReport};
 pub use error::StoreError;
+pub use events::{EventRead, StoredEvent};
 pub use limits::{ENTRY_BYTES_MAX, FORMAT_VERSION, REPLAY_READ_BYTES_MAX, SNAPSHOT_BYTES_MAX};
 pub use shard::ShardStorage;

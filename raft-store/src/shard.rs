@@ -20,7 +20,7 @@ use crate::snapfile;
 /// The in-memory image of one shard's durable (or staged) state. First and
 /// last index live here so raft-rs's frequent bound checks never touch disk.
 #[derive(Debug, Clone, Default)]
-struct ShardState {
+pub(crate) struct ShardState {
     hard_state: HardState,
     conf_state: ConfState,
     /// Last applied index, as staged.
@@ -28,7 +28,7 @@ struct ShardState {
     /// Applied index as of the last completed write: a snapshot taken by
     /// [`ShardStorage::save_snapshot`] may not be newer, so its own synced
     /// record never lands on disk ahead of the applied index it stands for.
-    written_applied: u64,
+    pub(crate) written_applied: u64,
     /// Index of the last compacted entry (first index - 1) and its term,
     /// kept so `term(first_index - 1)` answers after compaction.
     truncated_index: u64,
@@ -36,6 +36,8 @@ struct ShardState {
     last_index: u64,
     last_term: u64,
     snapshot: Option<SnapshotRecord>,
+    /// First index whose events are kept (see [`crate::events`]).
+    pub(crate) event_floor: u64,
     /// Set when memory got ahead of disk (a failed or dropped batch).
     poisoned: bool,
 }
@@ -50,9 +52,9 @@ impl ShardState {
     }
 }
 
-struct ShardInner {
+pub(crate) struct ShardInner {
     id: u32,
-    core: Arc<DbCore>,
+    pub(crate) core: Arc<DbCore>,
     state: RwLock<ShardState>,
 }
 
@@ -61,7 +63,7 @@ struct ShardInner {
 /// given to `RawNode` and the one the driver stages with agree.
 #[derive(Clone)]
 pub struct ShardStorage {
-    inner: Arc<ShardInner>,
+    pub(crate) inner: Arc<ShardInner>,
 }
 
 impl fmt::Debug for ShardStorage {
@@ -129,7 +131,7 @@ impl ShardStorage {
         st.written_applied = st.applied;
     }
 
-    fn read_state(&self) -> Result<RwLockReadGuard<'_, ShardState>, StoreError> {
+    pub(crate) fn read_state(&self) -> Result<RwLockReadGuard<'_, ShardState>, StoreError> {
         let st = self.inner.state.read();
         if st.poisoned {
             return Err(StoreError::Poisoned { shard: self.id() });
@@ -137,7 +139,7 @@ impl ShardStorage {
         Ok(st)
     }
 
-    fn write_state(&self) -> Result<RwLockWriteGuard<'_, ShardState>, StoreError> {
+    pub(crate) fn write_state(&self) -> Result<RwLockWriteGuard<'_, ShardState>, StoreError> {
         let st = self.inner.state.write();
         if st.poisoned {
             return Err(StoreError::Poisoned { shard: self.id() });
@@ -504,7 +506,7 @@ impl ShardStorage {
         Ok(())
     }
 
-    fn put_state(&self, batch: &mut LogBatch, kind: StateKind, value: Vec<u8>) {
+    pub(crate) fn put_state(&self, batch: &mut LogBatch, kind: StateKind, value: Vec<u8>) {
         let key = keys::state_key(self.id(), kind);
         batch.wb.put_cf(self.inner.core.cf(CF_STATE), key, value);
     }
@@ -702,6 +704,9 @@ impl ShardStorage {
         next.applied = index;
         let old = next.snapshot.replace(rec);
         self.stage_snapshot_state(batch, &next);
+        // The events of the entries the snapshot stands for never reached
+        // this node; the ones it kept before may end short of them.
+        self.stage_event_floor_locked(batch, &mut next, index + 1);
         if let Some(old) = old {
             batch
                 .obsolete_files
@@ -798,6 +803,12 @@ fn load_state(core: &DbCore, shard: u32) -> Result<ShardState, StoreError> {
         codec::decode_snapshot_record(shard, k, v)
     })?;
     let (last_index, last_term) = load_log_bounds(core, shard, truncated_index, truncated_term)?;
+    // A store written before events were kept has none up to its applied
+    // index.
+    let [event_floor] = get_state(core, shard, StateKind::EventFloor, |k, v| {
+        codec::decode_u64s::<1>(shard, StateKind::EventFloor, k, v)
+    })?
+    .unwrap_or([applied + 1]);
     let state = ShardState {
         hard_state,
         conf_state,
@@ -808,6 +819,7 @@ fn load_state(core: &DbCore, shard: u32) -> Result<ShardState, StoreError> {
         last_index,
         last_term,
         snapshot,
+        event_floor,
         poisoned: false,
     };
     check_loaded(core, shard, &state)?;

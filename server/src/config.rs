@@ -37,6 +37,11 @@ pub const SNAPSHOT_EVERY_ENTRIES_DEFAULT: u64 = 50_000;
 /// briefly lagging follower catches up from the log rather than by
 /// snapshot. Tests set it low to force catch-up by snapshot.
 pub const SNAPSHOT_LOG_MARGIN_ENTRIES_DEFAULT: u64 = 5_000;
+/// Default of [`NodeConfig::event_retention_entries`]. An entry carries
+/// one command when traffic is light and tens under load (batching), so
+/// this is at least 100,000 changes; under a full hot-SKU load (about
+/// 1,000 entries a second) it is some 100 s of history and ~200 MB.
+pub const EVENT_RETENTION_ENTRIES_DEFAULT: u64 = 100_000;
 /// Commands gathered into one log entry at most (the rest wait for the next
 /// loop iteration).
 pub const BATCH_COMMANDS_MAX: usize = 4_096;
@@ -94,6 +99,9 @@ pub struct NodeConfig {
     pub snapshot_every_entries: u64,
     /// Log entries kept behind a snapshot at compaction.
     pub snapshot_log_margin_entries: u64,
+    /// Applied entries whose change events are kept for `WatchEvents`
+    /// (0: none kept, the stream is empty).
+    pub event_retention_entries: u64,
     /// fsync every write batch (off only for tests that measure the cost).
     pub sync_writes: bool,
     /// UNSAFE, chaos tests only (`--unsafe-chaos-bug=ack-before-commit`):
@@ -119,6 +127,7 @@ impl NodeConfig {
             expire_tick_ms: EXPIRE_TICK_MS_DEFAULT,
             snapshot_every_entries: SNAPSHOT_EVERY_ENTRIES_DEFAULT,
             snapshot_log_margin_entries: SNAPSHOT_LOG_MARGIN_ENTRIES_DEFAULT,
+            event_retention_entries: EVENT_RETENTION_ENTRIES_DEFAULT,
             sync_writes: true,
             unsafe_ack_before_commit: false,
         }

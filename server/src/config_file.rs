@@ -31,6 +31,7 @@
 //! expire_tick_ms = 100
 //! snapshot_every_entries = 50000
 //! snapshot_log_margin_entries = 5000
+//! event_retention_entries = 100000
 //!
 //! [ledger]
 //! dedup_window_ms = 3600000
@@ -203,6 +204,8 @@ pub struct RaftSection {
     pub snapshot_every_entries: Option<u64>,
     /// Log entries kept behind a snapshot when compacting.
     pub snapshot_log_margin_entries: Option<u64>,
+    /// Applied entries whose change events are kept (0: none).
+    pub event_retention_entries: Option<u64>,
 }
 
 /// `[ledger]`: the engine's settings.
@@ -267,6 +270,10 @@ impl FileConfig {
         set(
             &mut config.snapshot_log_margin_entries,
             r.snapshot_log_margin_entries,
+        );
+        set(
+            &mut config.event_retention_entries,
+            r.event_retention_entries,
         );
         let l = &self.ledger;
         set(&mut config.engine.dedup.window_ms, l.dedup_window_ms);

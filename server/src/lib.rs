@@ -11,9 +11,11 @@
 pub mod admin;
 pub mod config;
 pub mod config_file;
+pub mod events;
 pub mod faults;
 pub mod health;
 pub mod ids;
+pub mod listing;
 pub mod log_codec;
 pub mod node;
 pub mod pb;

@@ -7,8 +7,10 @@
 //! A node that cannot reach a leader answers `UNAVAILABLE` with the leader's
 //! address when it knows it; the client retries with the same request id.
 
+use crate::events::WatchPlan;
 use crate::faults::Faults;
 use crate::ids::{self, BadId};
+use crate::listing::ListPlan;
 use crate::node::messages::{AppliedDetail, Inbound, ProposeResult, ReadQuery, ReadResult};
 use crate::node::{NodeHandle, SubmitError};
 use crate::pb::inventory as pb;
@@ -21,6 +23,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
@@ -145,6 +148,31 @@ impl InventoryService {
                 )),
             },
             ProposeResult::Aborted { why } => Err(status::aborted(shard, why)),
+        }
+    }
+
+    /// Runs a read on this node's driver; a read index that did not arrive
+    /// in time becomes `DEADLINE_EXCEEDED` (the caller may retry).
+    async fn read(
+        &self,
+        shard: u32,
+        query: ReadQuery,
+        linearizable: bool,
+    ) -> Result<ReadResult, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.node
+            .submit(Inbound::Read {
+                shard,
+                query,
+                linearizable,
+                reply: tx,
+            })
+            .map_err(|_| Status::unavailable("node overloaded or stopping"))?;
+        match rx.await.map_err(|_| Status::unavailable("node stopped"))? {
+            ReadResult::TimedOut => Err(Status::deadline_exceeded(format!(
+                "shard {shard}: the read index did not arrive in time; retry"
+            ))),
+            answer => Ok(answer),
         }
     }
 
@@ -274,6 +302,10 @@ fn reservation_to_pb(
         as_of_index: index,
     }
 }
+
+/// Listing steps (each at most `LIST_SCAN_SLOTS` slots of one shard) one
+/// `ListReservations` call takes before it returns a page, full or not.
+const LIST_STEPS_PER_CALL: usize = 16;
 
 /// Items a `ReserveBatch` may carry.
 pub const RESERVE_BATCH_MAX: usize = 1_000;
@@ -834,9 +866,9 @@ impl pb::inventory_server::Inventory for InventoryService {
                     None => Err(status::unavailable(shard, None)),
                 }
             }
-            ReadResult::Rows { .. } => {
-                Err(Status::internal("a reservation read answered with rows"))
-            }
+            ReadResult::Rows { .. } | ReadResult::Reservations { .. } => Err(Status::internal(
+                "a reservation read answered with something else",
+            )),
             ReadResult::TimedOut => Err(Status::deadline_exceeded(format!(
                 "shard {shard}: the read index did not arrive in time; retry"
             ))),
@@ -871,16 +903,10 @@ impl pb::inventory_server::Inventory for InventoryService {
         let forwarded = request.metadata().contains_key(FORWARDED);
         let mut out = Vec::new();
         for (shard, keys) in by_shard {
-            let (tx, rx) = oneshot::channel();
-            self.node
-                .submit(Inbound::Read {
-                    shard,
-                    query: ReadQuery::Rows(keys.clone()),
-                    linearizable,
-                    reply: tx,
-                })
-                .map_err(|_| Status::unavailable("node overloaded or stopping"))?;
-            match rx.await.map_err(|_| Status::unavailable("node stopped"))? {
+            match self
+                .read(shard, ReadQuery::Rows(keys.clone()), linearizable)
+                .await?
+            {
                 ReadResult::Rows { rows, index } => {
                     out.extend(rows.into_iter().map(|row| pb::RowAvailability {
                         sku: row.sku,
@@ -910,16 +936,90 @@ impl pb::inventory_server::Inventory for InventoryService {
                         .await?;
                     out.extend(resp.into_inner().rows);
                 }
-                ReadResult::Reservation { .. } => {
-                    return Err(Status::internal("a row read answered with a reservation"))
-                }
-                ReadResult::TimedOut => {
-                    return Err(Status::deadline_exceeded(format!(
-                        "shard {shard}: the read index did not arrive in time; retry"
-                    )))
-                }
+                _ => return Err(Status::internal("a row read answered with something else")),
             }
         }
         Ok(Response::new(pb::GetAvailabilityResponse { rows: out }))
+    }
+
+    type WatchEventsStream = ReceiverStream<Result<pb::Event, Status>>;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let plan = WatchPlan::from_request(request.get_ref(), self.node.shards)?;
+        Ok(Response::new(ReceiverStream::new(
+            self.node.events.stream(plan),
+        )))
+    }
+
+    async fn list_reservations(
+        &self,
+        request: Request<pb::ListReservationsRequest>,
+    ) -> Result<Response<pb::ListReservationsResponse>, Status> {
+        let r = request.get_ref();
+        let plan = ListPlan::from_request(r, self.node.shards)?;
+        let linearizable = !matches!(
+            pb::Consistency::try_from(r.consistency),
+            Ok(pb::Consistency::Stale)
+        );
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let (mut shard, mut slot) = (plan.shard, plan.slot);
+        let mut out = Vec::new();
+        for _ in 0..LIST_STEPS_PER_CALL {
+            if shard >= self.node.shards || out.len() >= plan.page_size {
+                break;
+            }
+            let query = ReadQuery::Reservations(plan.query(slot, plan.page_size - out.len()));
+            match self.read(shard, query, linearizable).await? {
+                ReadResult::Reservations {
+                    found,
+                    next_slot,
+                    index,
+                } => {
+                    out.extend(found.into_iter().map(|found| {
+                        let wire = ids::reservation_to_wire(shard, found.id);
+                        reservation_to_pb(&wire, found, index)
+                    }));
+                    match next_slot {
+                        Some(next) => slot = next,
+                        None => (shard, slot) = (shard + 1, 0),
+                    }
+                }
+                ReadResult::NotLeader { leader } => {
+                    // A page never mixes shards led by different nodes: what
+                    // was found so far is this page, the rest is the next.
+                    if !out.is_empty() {
+                        break;
+                    }
+                    let leader = leader.filter(|&l| l != self.node.id && !forwarded);
+                    let Some(leader) = leader else {
+                        return Err(status::unavailable(shard, None));
+                    };
+                    let mut sub = r.clone();
+                    sub.page_token = plan.token(shard, slot);
+                    return self
+                        .forward(leader, shard, &Request::new(sub), |mut c, req| async move {
+                            c.list_reservations(req).await
+                        })
+                        .await;
+                }
+                _ => {
+                    return Err(Status::internal(
+                        "a listing read answered with something else",
+                    ))
+                }
+            }
+        }
+        let next_page_token = if shard < self.node.shards {
+            plan.token(shard, slot)
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListReservationsResponse {
+            reservations: out,
+            next_page_token,
+        }))
     }
 }

@@ -126,6 +126,22 @@ impl Inventory for Floor {
         Err(Status::unimplemented("the floor only answers Reserve"))
     }
 
+    async fn list_reservations(
+        &self,
+        _: Request<pb::ListReservationsRequest>,
+    ) -> Result<Response<pb::ListReservationsResponse>, Status> {
+        Err(Status::unimplemented("the floor only answers Reserve"))
+    }
+
+    type WatchEventsStream = tonic::codegen::BoxStream<pb::Event>;
+
+    async fn watch_events(
+        &self,
+        _: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        Err(Status::unimplemented("the floor only answers Reserve"))
+    }
+
     async fn get_availability(
         &self,
         _: Request<pb::GetAvailabilityRequest>,

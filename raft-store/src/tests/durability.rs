@@ -161,7 +161,7 @@ fn marker_version_and_absence_are_refused() {
         // Remove the marker with RocksDB directly.
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(false);
-        let cfs = ["default", CF_META, "state", CF_LOG];
+        let cfs = ["default", CF_META, "state", CF_LOG, "events"];
         let raw = rocksdb::DB::open_cf(&opts, dir.path().join("raftdb"), cfs).unwrap();
         raw.delete_cf(raw.cf_handle(CF_META).unwrap(), MARKER_KEY)
             .unwrap();

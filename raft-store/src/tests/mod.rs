@@ -5,6 +5,7 @@ mod cluster;
 mod corruption;
 mod crash;
 mod durability;
+mod events;
 mod log;
 mod model;
 mod snapshots;

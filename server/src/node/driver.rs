@@ -22,6 +22,7 @@ use super::shard::{PendingEntry, PendingRead, Shard};
 use super::stats::{DriverStats, FSYNC_SECONDS_METRIC};
 use super::{Routing, Transport};
 use crate::config::{NodeConfig, BATCH_COMMANDS_MAX};
+use crate::events::EventLog;
 use crate::log_codec;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use holdfast_engine::{Command, CommandKind, Engine, ExpireUpTo, RequestId};
@@ -110,6 +111,10 @@ pub struct Driver {
     routing: Arc<Routing>,
     clock: StampClock,
     events: Vec<holdfast_engine::Event>,
+    /// Where the change events of applied entries are kept and announced.
+    event_log: Arc<EventLog>,
+    /// The current entry's events, encoded (reused buffer).
+    kept_events: Vec<Vec<u8>>,
     ticks: u64,
     /// Where each fsynced write's time goes for Prometheus (a no-op handle
     /// when no recorder was installed before the driver opened).
@@ -129,6 +134,7 @@ impl Driver {
         inbox: Receiver<Inbound>,
         transport: Box<dyn Transport>,
         routing: Arc<Routing>,
+        event_log: Arc<EventLog>,
     ) -> Result<Driver, DriverError> {
         let mut shards = Vec::with_capacity(config.shards as usize);
         let mut events = Vec::new();
@@ -153,6 +159,8 @@ impl Driver {
             routing,
             clock: StampClock { last_ms: 0 },
             events,
+            event_log,
+            kept_events: Vec::new(),
             ticks: 0,
             fsync_seconds: metrics::histogram!(FSYNC_SECONDS_METRIC),
         })
@@ -523,6 +531,9 @@ impl Driver {
             // this write only means replaying a few entries after a crash.
             self.db.write(light_batch, false)?;
         }
+        for shard in &self.shards {
+            self.event_log.published(shard.id, shard.applied);
+        }
         Ok(())
     }
 
@@ -567,16 +578,28 @@ impl Driver {
         let last_index = last.index;
         DriverStats::add(&self.routing.stats.entries_applied, entries.len() as u64);
         let shard = &mut self.shards[i];
+        let retention = self.config.event_retention_entries;
         for entry in entries {
             match entry.get_entry_type() {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
+                    self.kept_events.clear();
+                    let keep = (retention > 0).then_some(&mut self.kept_events);
                     let outcomes = shard
-                        .apply_payload(entry.index, Some(entry.term), &entry.data, &mut self.events)
+                        .apply_payload(
+                            entry.index,
+                            Some(entry.term),
+                            &entry.data,
+                            &mut self.events,
+                            keep,
+                        )
                         .map_err(|error| DriverError::Corrupt {
                             shard: shard.id,
                             index: entry.index,
                             error,
                         })?;
+                    shard
+                        .storage
+                        .stage_events(batch, entry.index, &self.kept_events)?;
                     shard.answer(entry.index, entry.term, outcomes);
                 }
                 EntryType::EntryNormal => shard.answer(entry.index, entry.term, Vec::new()),
@@ -594,6 +617,14 @@ impl Driver {
             shard.applied_term = entry.term;
         }
         shard.storage.stage_applied_index(batch, last_index)?;
+        // Events older than the retention go, a tenth of it at a time (a
+        // range deletion per entry would cost more than it frees).
+        let floor = shard.storage.event_floor()?;
+        if retention > 0 && last_index >= floor + retention + retention / 10 {
+            shard
+                .storage
+                .stage_event_floor(batch, last_index + 1 - retention)?;
+        }
         self.maybe_snapshot(i, last_index, batch)
     }
 
@@ -799,7 +830,7 @@ fn replay(
         for entry in entries {
             if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
                 shard
-                    .apply_payload(entry.index, None, &entry.data, events)
+                    .apply_payload(entry.index, None, &entry.data, events, None)
                     .map_err(|error| DriverError::Corrupt {
                         shard: shard.id,
                         index: entry.index,

@@ -4,7 +4,7 @@
 //! talk to it only through `Inbound` messages on one bounded channel, and get
 //! answers on one-shot channels. Nothing else touches a shard's state.
 
-use holdfast_engine::{Availability, Command, Outcome, ReservationId};
+use holdfast_engine::{Availability, Command, Outcome, ReservationId, ReservationState};
 use raft::eraftpb::Message;
 use tokio::sync::oneshot;
 
@@ -168,6 +168,15 @@ pub enum ReadResult {
         /// Applied index it reflects.
         index: u64,
     },
+    /// One page step of a listing, as of `index`.
+    Reservations {
+        /// Matching reservations, in slot order.
+        found: Vec<DumpReservation>,
+        /// The slot to resume from; `None` once the shard is scanned.
+        next_slot: Option<u32>,
+        /// Applied index the page reflects.
+        index: u64,
+    },
     /// Not the leader (linearizable reads only).
     NotLeader {
         /// The leader, if known.
@@ -185,6 +194,30 @@ pub enum ReadQuery {
     Rows(Vec<(String, Option<String>)>),
     /// One reservation by the engine's id.
     Reservation(ReservationId),
+    /// A step of a listing by owner or customer.
+    Reservations(ListQuery),
+}
+
+/// Which reservations a listing wants, and where this step starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Whose reservations.
+    pub party: Party,
+    /// Only this state, if set.
+    pub state: Option<ReservationState>,
+    /// Slot to start scanning at.
+    pub from_slot: u32,
+    /// Most reservations to return.
+    pub limit: usize,
+}
+
+/// The party a listing filters on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Party {
+    /// Cart or order id.
+    Owner(String),
+    /// Customer id.
+    Customer(String),
 }
 
 /// Status of one shard on this node.

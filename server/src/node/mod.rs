@@ -14,6 +14,7 @@ pub mod stats;
 pub mod unsafe_early_ack;
 
 use crate::config::NodeConfig;
+use crate::events::EventLog;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use driver::{Driver, DriverError};
 use holdfast_engine::StockBoard;
@@ -149,6 +150,8 @@ pub struct NodeHandle {
     pub id: u64,
     /// Number of shards.
     pub shards: u32,
+    /// Kept change events, for `WatchEvents`.
+    pub events: Arc<EventLog>,
 }
 
 impl NodeHandle {
@@ -197,13 +200,18 @@ impl Node {
         let inbox = Arc::new(tx);
         transport.attach(TransportReporter::new(&inbox));
         let routing = Arc::new(Routing::new(config.shards));
+        let storages = (0..config.shards)
+            .map(|id| db.shard(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let events = Arc::new(EventLog::new(storages));
         let handle = NodeHandle {
             inbox,
             routing: routing.clone(),
             id: config.id,
             shards: config.shards,
+            events: events.clone(),
         };
-        let driver = Driver::open(config, db, rx, transport, routing)?;
+        let driver = Driver::open(config, db, rx, transport, routing, events)?;
         let thread = std::thread::Builder::new()
             .name(format!("driver-{}", handle.id))
             .spawn(move || {

@@ -8,8 +8,8 @@
 //! a retry with the same request id is safe because the engine deduplicates).
 
 use super::messages::{
-    AllocationView, AppliedDetail, DumpReservation, DumpRow, ProposeResult, ReadQuery, ReadResult,
-    RowRead, ShardDump,
+    AllocationView, AppliedDetail, DumpReservation, DumpRow, ListQuery, Party, ProposeResult,
+    ReadQuery, ReadResult, RowRead, ShardDump,
 };
 use crate::log_codec;
 use holdfast_engine::{Command, Engine, Outcome, Refusal, ReservationState, Stamp, Success};
@@ -18,6 +18,11 @@ use raft::RawNode;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tokio::sync::oneshot;
+
+/// Most reservation slots one listing step scans: a bound on the time a
+/// listing holds the driver loop (about a millisecond), whatever the
+/// ledger's size.
+pub const LIST_SCAN_SLOTS: u32 = 65_536;
 
 /// Reply channel of one proposed command (`None` for the leader's own
 /// commands such as `ExpireUpTo`).
@@ -105,6 +110,7 @@ impl Shard {
         term: Option<u64>,
         data: &[u8],
         events: &mut Vec<holdfast_engine::Event>,
+        mut keep: Option<&mut Vec<Vec<u8>>>,
     ) -> Result<Vec<(Outcome, AppliedDetail)>, log_codec::LogDecodeError> {
         let batch = log_codec::decode(data)?;
         let stamp = Stamp {
@@ -116,6 +122,20 @@ impl Shard {
         for cmd in &batch.commands {
             events.clear();
             let outcome = self.engine.apply(stamp, cmd, events);
+            if let Some(kept) = keep.as_deref_mut() {
+                for event in events.iter() {
+                    let seq = kept.len() as u32;
+                    let encoded = crate::events::encode(
+                        &self.engine,
+                        self.id,
+                        index,
+                        seq,
+                        stamp.now_ms,
+                        event,
+                    );
+                    kept.push(encoded);
+                }
+            }
             if answering {
                 let detail = self.detail(index, &outcome);
                 out.push((outcome, detail));
@@ -183,7 +203,42 @@ impl Shard {
                     .map(|r| self.dump_reservation(*id, r)),
                 index: self.applied,
             },
+            ReadQuery::Reservations(list) => {
+                let (found, next_slot) = self.list_reservations(list);
+                ReadResult::Reservations {
+                    found,
+                    next_slot,
+                    index: self.applied,
+                }
+            }
         }
+    }
+
+    /// One step of a listing: scans at most [`LIST_SCAN_SLOTS`] slots from
+    /// `list.from_slot`, so a listing never stalls the driver loop, and
+    /// stops early once `list.limit` reservations match. Returns the matches
+    /// and the slot to resume from (`None`: the shard is done).
+    fn list_reservations(&self, list: &ListQuery) -> (Vec<DumpReservation>, Option<u32>) {
+        let end = self.engine.reservation_slot_end();
+        let scan_end = list.from_slot.saturating_add(LIST_SCAN_SLOTS).min(end);
+        let mut found = Vec::new();
+        for (id, r) in self.engine.reservations_from(list.from_slot) {
+            if id.slot() >= scan_end {
+                return (found, Some(id.slot()));
+            }
+            let party = match &list.party {
+                Party::Owner(owner) => r.owner() == owner,
+                Party::Customer(customer) => r.customer() == customer,
+            };
+            if party && list.state.is_none_or(|s| s == r.state) {
+                found.push(self.dump_reservation(id, r));
+                if found.len() >= list.limit {
+                    let next = id.slot() + 1;
+                    return (found, (next < end).then_some(next));
+                }
+            }
+        }
+        (found, None)
     }
 
     /// One reservation as plain values.

@@ -11,12 +11,14 @@ mod output;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use holdfast_client::{
-    AdjustStock, Client, ClientOptions, Confirm, Consistency, Error, Extend, Fill, LimitChange,
-    Line, Release, Reserve, RowKey, SetPolicy, UpsertLocation, RESERVE_TTL_MS_DEFAULT,
+    AdjustStock, Client, ClientOptions, Confirm, Consistency, Error, EventKind, Extend, Fill,
+    LimitChange, Line, ListReservations, Party, Release, ReservationPage, ReservationState,
+    Reserve, RowKey, SetPolicy, UpsertLocation, WatchEvents, RESERVE_TTL_MS_DEFAULT,
 };
 use output::Render;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio_stream::StreamExt;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -136,6 +138,60 @@ enum Command {
     /// Set a row's safety stock / backorder allowance, or the SKU's
     /// per-customer limit.
     Policy(PolicyArgs),
+    /// List an owner's or a customer's reservations: every page, or one
+    /// with --page-size / --page-token.
+    List {
+        /// Cart or order id.
+        #[arg(
+            long,
+            conflicts_with = "customer",
+            required_unless_present = "customer"
+        )]
+        owner: Option<String>,
+        /// Customer id.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Only this state: pending, confirmed, released or expired.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<ReservationState>,
+        /// One page of at most this many (1..=1,000).
+        #[arg(long)]
+        page_size: Option<u32>,
+        /// One page, from a previous page's next_page_token.
+        #[arg(long)]
+        page_token: Option<String>,
+        /// Read the answering nodes' applied state (cheaper, may lag).
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Stream change events (one line each; JSON lines with --json),
+    /// resuming on another node if the one streaming fails.
+    Watch {
+        /// Only this shard (repeat the flag); default every shard.
+        #[arg(long = "shard")]
+        shards: Vec<u32>,
+        /// Resume after shard:index:seq (repeat per shard).
+        #[arg(long, value_parser = parse_cursor)]
+        after: Vec<(u32, u64, u32)>,
+        /// Shards without --after start at the next event, not the oldest
+        /// kept.
+        #[arg(long)]
+        from_latest: bool,
+        /// Only events of SKUs with this prefix.
+        #[arg(long, default_value = "")]
+        sku_prefix: String,
+        /// Only these kinds (repeat): held, confirmed, released, expired,
+        /// extended, adjusted, location_upserted, row_policy_set,
+        /// customer_limit_set.
+        #[arg(long = "kind", value_parser = parse_kind)]
+        kinds: Vec<EventKind>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Cluster introspection.
     Cluster {
         #[command(subcommand)]
@@ -243,6 +299,44 @@ fn parse_line(spec: &str) -> Result<Line, String> {
         quantity,
         location,
     })
+}
+
+/// `pending`, `confirmed`, `released` or `expired`.
+fn parse_state(s: &str) -> Result<ReservationState, String> {
+    Ok(match s {
+        "pending" => ReservationState::Pending,
+        "confirmed" => ReservationState::Confirmed,
+        "released" => ReservationState::Released,
+        "expired" => ReservationState::Expired,
+        _ => {
+            return Err(format!(
+                "{s:?} is not pending, confirmed, released or expired"
+            ))
+        }
+    })
+}
+
+/// `shard:index:seq`.
+fn parse_cursor(s: &str) -> Result<(u32, u64, u32), String> {
+    let bad = || format!("{s:?} is not shard:index:seq");
+    let mut parts = s.split(':');
+    let (Some(shard), Some(index), Some(seq), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    Ok((
+        shard.parse().map_err(|_| bad())?,
+        index.parse().map_err(|_| bad())?,
+        seq.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// `held`, `confirmed`, ... (the proto's names, lower case, no prefix).
+fn parse_kind(s: &str) -> Result<EventKind, String> {
+    EventKind::from_str_name(&format!("EVENT_KIND_{}", s.to_ascii_uppercase()))
+        .filter(|k| *k != EventKind::Unspecified)
+        .ok_or_else(|| format!("{s:?} is not an event kind"))
 }
 
 /// `sku[@location]`.
@@ -398,10 +492,87 @@ async fn run(client: Client, command: Command) -> Result<Outcome, String> {
             boxed(client.upsert_location(u).await)
         }
         Command::Policy(a) => boxed(client.set_policy(policy_request(a)).await),
+        Command::List {
+            owner,
+            customer,
+            state,
+            page_size,
+            page_token,
+            stale,
+        } => {
+            let party = match (owner, customer) {
+                (Some(owner), _) => Party::Owner(owner),
+                (None, Some(customer)) => Party::Customer(customer),
+                (None, None) => return Err("give --owner or --customer".into()),
+            };
+            let mut request = ListReservations::of(party);
+            request.state = state;
+            if stale {
+                request.consistency = Consistency::Stale;
+            }
+            if page_size.is_some() || page_token.is_some() {
+                request.page_size = page_size.unwrap_or(0);
+                request.page_token = page_token;
+                boxed(client.list_reservations(request).await)
+            } else {
+                boxed(
+                    client
+                        .list_all_reservations(request)
+                        .await
+                        .map(|reservations| ReservationPage {
+                            reservations,
+                            next_page_token: None,
+                        }),
+                )
+            }
+        }
+        Command::Watch { .. } => return Err("watch streams; it is run by watch()".into()),
         Command::Cluster {
             command: ClusterCommand::Status { digest },
         } => boxed(Ok(client.cluster_status(digest).await)),
     })
+}
+
+/// `holdfast watch`: prints events as they come until --count, --seconds,
+/// or the stream fails for good (then its error, as any command's).
+async fn watch(client: Client, command: Command, json: bool) -> Result<(), Error> {
+    let Command::Watch {
+        shards,
+        after,
+        from_latest,
+        sku_prefix,
+        kinds,
+        count,
+        seconds,
+    } = command
+    else {
+        return Ok(());
+    };
+    let mut stream = client.watch_events(WatchEvents {
+        shards,
+        after,
+        from_latest,
+        sku_prefix,
+        kinds,
+    });
+    let stop = tokio::time::sleep(seconds.map_or(Duration::MAX, Duration::from_secs));
+    tokio::pin!(stop);
+    let mut seen = 0u64;
+    while count.is_none_or(|c| seen < c) {
+        let event = tokio::select! {
+            event = stream.next() => event,
+            _ = &mut stop => break,
+        };
+        match event {
+            Some(Ok(event)) => {
+                seen += 1;
+                println!("{}", output::event_line(&event, json));
+            }
+            Some(Err(e)) => return Err(e),
+            None => break,
+        }
+    }
+    Ok(())
 }
 
 fn report_error(e: &Error, json: bool) {
@@ -446,6 +617,10 @@ fn main() -> ExitCode {
     let json = cli.json;
     let outcome = runtime.block_on(async move {
         let client = Client::connect(&cli.nodes, options).await.map_err(Ok)?;
+        if matches!(cli.command, Command::Watch { .. }) {
+            watch(client, cli.command, json).await.map_err(Ok)?;
+            return Ok(boxed(Ok(output::Nothing)));
+        }
         run(client, cli.command).await.map_err(Err)
     });
     match outcome {
@@ -490,6 +665,20 @@ mod tests {
         assert!(parse_line("SKU-1:x").is_err());
         assert_eq!(parse_row("S@l"), RowKey::at("S", "l"));
         assert_eq!(parse_row("S"), RowKey::sku("S"));
+    }
+
+    #[test]
+    fn watch_and_list_arguments_parse() {
+        assert_eq!(parse_cursor("3:120:0"), Ok((3, 120, 0)));
+        assert!(parse_cursor("3:120").is_err());
+        assert!(parse_cursor("3:120:0:1").is_err());
+        assert!(parse_cursor("a:1:2").is_err());
+        assert_eq!(parse_kind("held"), Ok(EventKind::Held));
+        assert_eq!(parse_kind("Row_Policy_Set"), Ok(EventKind::RowPolicySet));
+        assert!(parse_kind("unspecified").is_err());
+        assert!(parse_kind("sold").is_err());
+        assert_eq!(parse_state("expired"), Ok(ReservationState::Expired));
+        assert!(parse_state("gone").is_err());
     }
 
     #[test]

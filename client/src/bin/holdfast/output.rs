@@ -2,8 +2,8 @@
 //! scripts. JSON is the library's types serialised as they are.
 
 use holdfast_client::{
-    ClusterStatus, Confirmed, Extended, LocationUpserted, PolicySet, Released, Reservation,
-    ReservationView, RowAvailability, StockAdjusted,
+    ClusterStatus, Confirmed, Event, EventKind, Extended, LocationUpserted, PolicySet, Released,
+    Reservation, ReservationPage, ReservationView, RowAvailability, StockAdjusted,
 };
 use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -111,6 +111,88 @@ impl Render for ReservationView {
             .collect();
         s + &table(&["SKU", "LOCATION", "HELD", "CONFIRMED"], &rows)
     }
+}
+
+impl Render for ReservationPage {
+    fn table(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .reservations
+            .iter()
+            .map(|r| {
+                vec![
+                    r.reservation_id.clone(),
+                    format!("{:?}", r.state).to_lowercase(),
+                    r.owner_id.clone(),
+                    r.customer_id.clone(),
+                    r.lines.iter().map(|l| l.quantity).sum::<i64>().to_string(),
+                    r.expires_at_ms.to_string(),
+                ]
+            })
+            .collect();
+        let mut s = table(
+            &[
+                "RESERVATION",
+                "STATE",
+                "OWNER",
+                "CUSTOMER",
+                "UNITS",
+                "EXPIRES_AT_MS",
+            ],
+            &rows,
+        );
+        if let Some(token) = &self.next_page_token {
+            s.push_str(&format!("next_page_token  {token}\n"));
+        }
+        s
+    }
+}
+
+/// Prints nothing: a command whose output was already streamed.
+#[derive(Serialize)]
+pub struct Nothing;
+
+impl Render for Nothing {
+    fn table(&self) -> String {
+        String::new()
+    }
+}
+
+/// One streamed event: a line of text, or one JSON object per line.
+pub fn event_line(e: &Event, json: bool) -> String {
+    let (shard, index, seq) = e
+        .cursor
+        .as_ref()
+        .map_or((0, 0, 0), |c| (c.shard, c.index, c.seq));
+    let kind = EventKind::try_from(e.kind)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("EVENT_KIND_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| e.kind.to_string());
+    if json {
+        return serde_json::json!({
+            "shard": shard, "index": index, "seq": seq, "at_ms": e.at_ms, "kind": kind,
+            "reservation_id": e.reservation_id, "sku": e.sku, "location": e.location,
+            "quantity": e.quantity, "available_after": e.available_after,
+            "on_hand_after": e.on_hand_after, "expires_at_ms": e.expires_at_ms,
+        })
+        .to_string();
+    }
+    let mut line = format!("{shard}:{index}:{seq}  {}  {kind}", e.at_ms);
+    for (name, value) in [
+        ("reservation", e.reservation_id.clone()),
+        ("sku", e.sku.clone()),
+        ("location", e.location.clone()),
+    ] {
+        if !value.is_empty() {
+            line.push_str(&format!("  {name}={value}"));
+        }
+    }
+    if e.quantity != 0 {
+        line.push_str(&format!("  qty={}", e.quantity));
+    }
+    line
 }
 
 impl Render for Confirmed {
