@@ -18,6 +18,7 @@
 //! `docs/chaos-checker.md`.
 #![deny(missing_docs)]
 
+pub mod chart;
 pub mod check;
 pub mod codes;
 pub mod facts;

@@ -1,13 +1,16 @@
 //! `holdfast-chaos`: the chaos harness of Holdfast. `run` starts a cluster
 //! of real server processes, drives a workload while injecting faults,
 //! records the history, collects every replica's state and checks it;
-//! `check` judges a recorded run again (docs/chaos.md).
+//! `check` judges a recorded run again; `timeline` draws a run's
+//! `timeline.svg` again from its files (docs/chaos.md).
 
 mod run;
 
 use clap::{Parser, Subcommand};
+use holdfast_chaos::chart::{Chart, LeaderSample};
 use holdfast_chaos::check::Linearizable;
-use holdfast_chaos::jsonl::{read_final_state, read_history};
+use holdfast_chaos::history::Entry;
+use holdfast_chaos::jsonl::{read_final_state, read_history, read_jsonl};
 use holdfast_chaos::{check_entries, CheckConfig};
 use run::nemesis::FaultKind;
 use run::workload::Workload;
@@ -50,7 +53,17 @@ enum Command {
     /// like `check`; 2 also when the run itself failed (a cluster that
     /// never came up, replicas that never converged).
     Run(RunArgs),
+    /// Draw `DIR/timeline.svg` from a run's `history.jsonl`, `leaders.jsonl`
+    /// (if there) and the first line of `report.txt` (if there), as `run`
+    /// does at its end.
+    Timeline {
+        /// The run's output directory.
+        dir: PathBuf,
+    },
 }
+
+/// The picture `run` leaves next to the history.
+const TIMELINE_FILE: &str = "timeline.svg";
 
 #[derive(clap::Args)]
 struct RunArgs {
@@ -128,8 +141,49 @@ fn main() -> ExitCode {
             history,
             final_state,
             budget_steps,
-        } => check(&history, &final_state, budget_steps),
+        } => check(&history, &final_state, budget_steps, None),
+        Command::Timeline { dir } => timeline_command(&dir),
     }
+}
+
+fn timeline_command(dir: &Path) -> ExitCode {
+    let history = match read_history(&dir.join("history.jsonl")) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("holdfast-chaos timeline: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let title = std::fs::read_to_string(dir.join("report.txt"))
+        .ok()
+        .and_then(|r| r.lines().next().map(str::to_string))
+        .unwrap_or_else(|| dir.display().to_string());
+    match write_timeline(dir, &title, &history) {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("holdfast-chaos timeline: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Writes `dir/timeline.svg` from `history` and `dir/leaders.jsonl` (no
+/// leader lanes without it).
+fn write_timeline(dir: &Path, title: &str, history: &[Entry]) -> Result<PathBuf, String> {
+    let leaders_path = dir.join(run::LEADERS_FILE);
+    let leaders: Vec<LeaderSample> = match std::fs::File::open(&leaders_path) {
+        Ok(f) => read_jsonl(std::io::BufReader::new(f))
+            .map_err(|e| format!("{}: {e}", leaders_path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(format!("{}: {e}", leaders_path.display())),
+    };
+    let svg = Chart::from_run(title, history, leaders).render_svg();
+    let path = dir.join(TIMELINE_FILE);
+    std::fs::write(&path, svg).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 fn run_command(args: RunArgs) -> ExitCode {
@@ -174,30 +228,31 @@ fn run_command(args: RunArgs) -> ExitCode {
     match outcome {
         Ok(out) => {
             eprintln!("holdfast-chaos run: {} faults injected", out.faults);
-            let report = args.out.join("report.txt");
-            check_to(
+            check(
                 &args.out.join("history.jsonl"),
                 &args.out.join("final.jsonl"),
                 args.budget_steps,
-                Some(&report),
+                Some(&args.out),
             )
         }
         Err(e) => {
             eprintln!("holdfast-chaos run: {e}");
+            // The picture helps most when the run itself failed.
+            if let Ok(history) = read_history(&args.out.join("history.jsonl")) {
+                let _ = write_timeline(&args.out, &format!("run failed: {e}"), &history);
+            }
             ExitCode::from(EXIT_USAGE)
         }
     }
 }
 
-fn check(history: &Path, final_state: &Path, budget_steps: u64) -> ExitCode {
-    check_to(history, final_state, budget_steps, None)
-}
-
-fn check_to(
+/// Checks a recorded run and prints the report. With `run_dir`, also
+/// writes `report.txt` and `timeline.svg` there.
+fn check(
     history: &Path,
     final_state: &Path,
     budget_steps: u64,
-    report_file: Option<&Path>,
+    run_dir: Option<&Path>,
 ) -> ExitCode {
     let input = read_history(history).and_then(|h| Ok((h, read_final_state(final_state)?)));
     let (entries, final_state) = match input {
@@ -219,9 +274,13 @@ fn check_to(
     };
     let rendered = report.render();
     print!("{rendered}");
-    if let Some(path) = report_file {
-        if let Err(e) = std::fs::write(path, &rendered) {
+    if let Some(dir) = run_dir {
+        let path = dir.join("report.txt");
+        if let Err(e) = std::fs::write(&path, &rendered) {
             eprintln!("holdfast-chaos: {}: {e}", path.display());
+        }
+        if let Err(e) = write_timeline(dir, &report.summary_line(), &entries) {
+            eprintln!("holdfast-chaos: {e}");
         }
     }
     if !report.violations.is_empty() || report.linearizable() == Linearizable::No {

@@ -104,6 +104,12 @@ pub struct NodeConfig {
     pub event_retention_entries: u64,
     /// fsync every write batch (off only for tests that measure the cost).
     pub sync_writes: bool,
+    /// UNSAFE, chaos tests only (`--unsafe-chaos-bug=ack-before-commit`):
+    /// a shard leader answers a proposal as soon as its entry is in its own
+    /// log, before a quorum has it, breaking design §1.4 on purpose so a
+    /// chaos run can prove its checker sees lost acknowledgements
+    /// (`node::unsafe_early_ack`). Always `false` outside that test.
+    pub unsafe_ack_before_commit: bool,
 }
 
 impl NodeConfig {
@@ -123,6 +129,7 @@ impl NodeConfig {
             snapshot_log_margin_entries: SNAPSHOT_LOG_MARGIN_ENTRIES_DEFAULT,
             event_retention_entries: EVENT_RETENTION_ENTRIES_DEFAULT,
             sync_writes: true,
+            unsafe_ack_before_commit: false,
         }
     }
 

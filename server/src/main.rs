@@ -109,8 +109,10 @@ struct Args {
     chaos_faults: bool,
     /// UNSAFE, chaos tests only: break a promise on purpose so a chaos run
     /// can prove its checker sees it. `skip-dedup` treats every request as
-    /// new (a retry applies twice, design §1.3). Give it to every node of
-    /// the cluster [default: off].
+    /// new (a retry applies twice, design §1.3); `ack-before-commit`
+    /// answers a write once the leader's own log has it, before a quorum
+    /// does (an acknowledged write can be lost, design §1.4). Give it to
+    /// every node of the cluster [default: off].
     #[arg(long, value_enum, value_name = "BUG")]
     unsafe_chaos_bug: Option<ChaosBug>,
 }
@@ -120,6 +122,8 @@ struct Args {
 enum ChaosBug {
     /// Every request is new to the ledger: retries apply twice.
     SkipDedup,
+    /// Leaders answer writes before they are committed on a quorum.
+    AckBeforeCommit,
 }
 
 fn parse_peers(spec: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -226,9 +230,18 @@ fn main() -> ExitCode {
         }
     };
     let mut config = settings.node.clone();
-    if args.unsafe_chaos_bug == Some(ChaosBug::SkipDedup) {
-        tracing::error!("--unsafe-chaos-bug=skip-dedup: retries apply twice; chaos tests only");
-        config.engine.unsafe_skip_dedup = true;
+    match args.unsafe_chaos_bug {
+        Some(ChaosBug::SkipDedup) => {
+            tracing::error!("--unsafe-chaos-bug=skip-dedup: retries apply twice; chaos tests only");
+            config.engine.unsafe_skip_dedup = true;
+        }
+        Some(ChaosBug::AckBeforeCommit) => {
+            tracing::error!(
+                "--unsafe-chaos-bug=ack-before-commit: writes are acknowledged before a quorum has them; chaos tests only"
+            );
+            config.unsafe_ack_before_commit = true;
+        }
+        None => {}
     }
     let faults = Arc::new(Faults::new(args.chaos_faults));
     if args.chaos_faults {

@@ -28,10 +28,16 @@ struct TestCluster {
     shards: u32,
     snapshot_every: u64,
     next_request: u128,
+    /// UNSAFE `NodeConfig::unsafe_ack_before_commit` on every node.
+    unsafe_ack_before_commit: bool,
 }
 
 impl TestCluster {
     fn new(n: u64, shards: u32, snapshot_every: u64) -> Self {
+        Self::build(n, shards, snapshot_every, false)
+    }
+
+    fn build(n: u64, shards: u32, snapshot_every: u64, unsafe_ack_before_commit: bool) -> Self {
         let root = TempDir::new().expect("temp dir");
         let mut c = TestCluster {
             network: LocalNetwork::new(),
@@ -43,6 +49,7 @@ impl TestCluster {
             shards,
             snapshot_every,
             next_request: 1,
+            unsafe_ack_before_commit,
         };
         for id in 1..=n {
             c.start(id);
@@ -63,6 +70,7 @@ impl TestCluster {
         // Compact close behind each snapshot, so a node that missed more
         // than a few entries really needs the snapshot.
         config.snapshot_log_margin_entries = 10;
+        config.unsafe_ack_before_commit = self.unsafe_ack_before_commit;
         config
     }
 
@@ -150,6 +158,24 @@ impl TestCluster {
             })
             .expect("submit");
         await_reply(rx)
+    }
+
+    /// The leader of shard 0 the two nodes other than `old` (of three)
+    /// elect while `old` is cut off.
+    fn leader_elected_without(&self, old: u64) -> u64 {
+        let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+        self.wait_for("a new leader", |c| {
+            let s = c.status(others[0], false)[0].leader;
+            (s != 0 && s != old && c.status(others[1], false)[0].leader == s).then_some(s)
+        })
+    }
+
+    /// Proposes `command` on shard 0 of node `id`, which must answer success.
+    fn assert_applied_ok(&self, id: u64, command: Command) {
+        match self.propose_on(id, 0, command) {
+            ProposeResult::Applied { outcome, .. } => assert!(outcome.is_ok(), "{outcome:?}"),
+            r => panic!("{r:?}"),
+        }
     }
 
     /// Proposes through the current leader, retrying with the same request
@@ -356,18 +382,11 @@ fn a_proposal_lost_to_a_leader_change_fails_and_its_retry_applies_once() {
         })
         .unwrap();
     // The others elect a new leader among themselves.
-    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
-    let new = c.wait_for("a new leader", |c| {
-        let s = c.status(others[0], false)[0].leader;
-        (s != 0 && s != old && c.status(others[1], false)[0].leader == s).then_some(s)
-    });
+    let new = c.leader_elected_without(old);
     // Something commits under the new term, then the old leader rejoins and
     // must drop its uncommitted entry: the proposal fails, never hangs.
     let other = c.reserve_cmd("A");
-    match c.propose_on(new, 0, other) {
-        ProposeResult::Applied { outcome, .. } => assert!(outcome.is_ok()),
-        r => panic!("{r:?}"),
-    }
+    c.assert_applied_ok(new, other);
     c.network.heal();
     match await_reply(rx) {
         ProposeResult::Aborted { .. } => {}
@@ -380,6 +399,34 @@ fn a_proposal_lost_to_a_leader_change_fails_and_its_retry_applies_once() {
     assert_eq!(first, again);
     c.converged_digests();
     assert_eq!(c.held(new, 0, "A"), 2);
+}
+
+/// The deliberately broken build (`--unsafe-chaos-bug=ack-before-commit`)
+/// breaks design §1.4 the way it claims to: an isolated leader acknowledges
+/// a hold it can never commit, and the cluster forgets it. The chaos
+/// checker must report this as a lost acknowledgement (docs/reliability.md).
+#[test]
+fn unsafe_ack_before_commit_acknowledges_what_a_leader_change_then_loses() {
+    let mut c = TestCluster::build(3, 1, 1_000, true);
+    c.setup_stock("A", 100);
+    let old = c.leader(0);
+    c.network.isolate(old, &[1, 2, 3]);
+    let lost = c.reserve_cmd("A");
+    match c.propose_on(old, 0, lost) {
+        ProposeResult::Applied { outcome, .. } => assert!(outcome.is_ok(), "{outcome:?}"),
+        r => panic!("the broken build answers at once, not {r:?}"),
+    }
+    let new = c.leader_elected_without(old);
+    let other = c.reserve_cmd("A");
+    c.assert_applied_ok(new, other);
+    c.network.heal();
+    c.converged_digests();
+    // Only the hold the new leader committed is there: the acknowledged
+    // one is gone from every replica.
+    for id in 1..=3 {
+        assert_eq!(c.held(id, 0, "A"), 1, "node {id}");
+    }
+    assert_ne!(new, old);
 }
 
 #[test]

@@ -298,6 +298,20 @@ impl Model for RowModel {
         }
     }
 
+    /// Refusals, reads and pending checks observe the row and change
+    /// nothing.
+    fn read_only(&self, op: &RowOp) -> bool {
+        matches!(
+            op,
+            RowOp::RefuseHold { .. }
+                | RowOp::NotPending { .. }
+                | RowOp::StillPending { .. }
+                | RowOp::AdjustRefused { .. }
+                | RowOp::Read { .. }
+                | RowOp::NoRow
+        )
+    }
+
     /// Two adjustments with the same delta and no observed figures (both
     /// of unknown outcome) have the same effect.
     fn interchangeable(&self, a: &RowOp, b: &RowOp) -> bool {

@@ -26,6 +26,10 @@ use tonic::transport::Channel;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Timeout of one Admin call (a paused node never answers).
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest Admin answer accepted: a shard dump holds at most the server's
+/// `DUMP_ITEMS_MAX` (a million) rows plus reservations of about 100 bytes
+/// each; gRPC's default of 4 MiB is reached by a 30-minute run.
+const ADMIN_REPLY_BYTES_MAX: usize = 256 << 20;
 
 /// N server processes and their data.
 pub struct Cluster {
@@ -203,22 +207,12 @@ impl Cluster {
 
     /// The Admin API of node `i`.
     pub fn admin(&self, i: usize) -> AdminClient<Channel> {
-        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", self.ports[i]))
-            .expect("a valid uri")
-            .connect_timeout(ADMIN_TIMEOUT)
-            .timeout(ADMIN_TIMEOUT)
-            .connect_lazy();
-        AdminClient::new(channel)
+        admin_client(self.ports[i], ADMIN_TIMEOUT)
     }
 
     /// Node `i`'s status, if it answers in time.
     pub async fn status(&self, i: usize) -> Option<ClusterStatusResponse> {
-        let mut admin = self.admin(i);
-        let call = admin.cluster_status(ClusterStatusRequest { with_digest: false });
-        match tokio::time::timeout(ADMIN_TIMEOUT, call).await {
-            Ok(Ok(r)) => Some(r.into_inner()),
-            _ => None,
-        }
+        status_at(self.ports[i], ADMIN_TIMEOUT).await
     }
 
     /// Cuts node `i`'s links to `blocked` (node ids); empty heals.
@@ -244,6 +238,29 @@ impl Cluster {
             Err(_) => Err(format!("n{} shard {shard}: timed out", i + 1)),
         }
     }
+}
+
+/// The status of the node on 127.0.0.1:`port`, if it answers within
+/// `timeout`. Needs no `Cluster`, so pollers need not hold its lock.
+pub async fn status_at(port: u16, timeout: Duration) -> Option<ClusterStatusResponse> {
+    let mut admin = admin_client(port, timeout);
+    let call = admin.cluster_status(ClusterStatusRequest { with_digest: false });
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => Some(r.into_inner()),
+        _ => None,
+    }
+}
+
+/// The Admin API of the node on 127.0.0.1:`port`, every call bounded by
+/// `timeout` (connecting lazily, so a node that is down costs nothing
+/// until called).
+pub fn admin_client(port: u16, timeout: Duration) -> AdminClient<Channel> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .expect("a valid uri")
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect_lazy();
+    AdminClient::new(channel).max_decoding_message_size(ADMIN_REPLY_BYTES_MAX)
 }
 
 impl Drop for Cluster {

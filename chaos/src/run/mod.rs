@@ -3,9 +3,11 @@
 //! has applied the same index, dump every shard of every node, and check.
 //!
 //! Output directory: `history.jsonl`, `final.jsonl` (one replica per
-//! line), `faults.json` (the seeded schedule), `report.txt`, `logs/`.
+//! line), `faults.json` (the seeded schedule), `leaders.jsonl` (who led
+//! each shard when), `report.txt`, `timeline.svg`, `logs/`.
 
 pub mod cluster;
+pub mod leaders;
 pub mod nemesis;
 pub mod recorder;
 pub mod workload;
@@ -24,6 +26,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use workload::{Shared, Worker, Workload};
 
+/// Who led each shard when (`leaders::watch`), next to the history.
+pub const LEADERS_FILE: &str = "leaders.jsonl";
 /// How long the harness may take beyond `--duration` (setup, healing,
 /// convergence, dumps, retries) before it gives up.
 const OVERTIME: Duration = Duration::from_secs(120);
@@ -56,7 +60,9 @@ pub struct RunOutput {
 
 /// Runs the scenario and writes history and final state into `out`.
 pub async fn run(config: &RunConfig) -> Result<RunOutput, String> {
-    let hard_end = Instant::now() + config.duration + OVERTIME;
+    // Until set-up is done, only connecting needs a bound; from then on
+    // the run has its duration plus `OVERTIME`.
+    let mut hard_end = Instant::now() + OVERTIME;
     std::fs::create_dir_all(&config.out).map_err(|e| format!("{}: {e}", config.out.display()))?;
     let data = config.out.join("data");
     let _ = std::fs::remove_dir_all(&data);
@@ -81,6 +87,13 @@ pub async fn run(config: &RunConfig) -> Result<RunOutput, String> {
     let cluster = Arc::new(Mutex::new(cluster));
     let recorder =
         Arc::new(Recorder::create(&config.out.join("history.jsonl")).map_err(|e| e.to_string())?);
+    let (stop_leaders, leaders_stopped) = tokio::sync::oneshot::channel();
+    let leader_watch = {
+        let ports = cluster.lock().await.ports.clone();
+        let recorder = recorder.clone();
+        let path = config.out.join(LEADERS_FILE);
+        tokio::spawn(async move { leaders::watch(ports, recorder, &path, leaders_stopped).await })
+    };
     let client = connect(&addresses, config.shards, hard_end).await?;
     let start = Instant::now();
     let shared = Arc::new(Shared {
@@ -93,14 +106,17 @@ pub async fn run(config: &RunConfig) -> Result<RunOutput, String> {
         start,
     });
     let rounds = config.duration.as_millis() as u64 / config.round.as_millis().max(1) as u64 + 1;
-    if !workload::set_up(&shared, rounds, start + Duration::from_secs(30)).await {
-        return Err("the cluster did not take the stock set-up".into());
+    if !workload::set_up(&shared, rounds).await {
+        return Err("the cluster did not take the stock set-up in time".into());
     }
-    let end = Instant::now() + config.duration;
+    let phase_start = Instant::now();
+    hard_end = phase_start + config.duration + OVERTIME;
+    let end = phase_start + config.duration;
     let nemesis = tokio::spawn(nemesis::run(
         cluster.clone(),
         recorder.clone(),
         schedule,
+        phase_start,
         end,
     ));
     let mut tasks = Vec::new();
@@ -133,6 +149,12 @@ pub async fn run(config: &RunConfig) -> Result<RunOutput, String> {
         .collect();
     for r in retries {
         let _ = r.await;
+    }
+    let _ = stop_leaders.send(());
+    match leader_watch.await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("{LEADERS_FILE}: {e}")),
+        Err(e) => return Err(format!("the leader watch failed: {e}")),
     }
     recorder.flush().map_err(|e| e.to_string())?;
     let final_state = {

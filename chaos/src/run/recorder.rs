@@ -42,9 +42,10 @@ impl Recorder {
         })
     }
 
-    /// Milliseconds since the run started.
-    pub fn elapsed_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+    /// Microseconds since the run started: the history's clock, for files
+    /// kept beside it (`leaders.jsonl`).
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
     }
 
     fn append(&self, make: impl FnOnce(u64) -> Entry) {

@@ -49,6 +49,13 @@ const UNKNOWN_KEPT_MAX: usize = 64;
 const RESEND_ACKED_ONE_IN: u32 = 25;
 /// Pending reservations a worker remembers to confirm or release later.
 const HELD_KEPT_MAX: usize = 32;
+/// Set-up time for creating locations and the first rows (leaders are
+/// being elected meanwhile).
+const SETUP_BASE: Duration = Duration::from_secs(30);
+/// Set-up time per stocked row: a row takes about 3 ms in a release build
+/// on two cores (one Raft round trip and fsync); this leaves room for
+/// debug builds and a loaded machine.
+const SETUP_PER_ROW: Duration = Duration::from_millis(20);
 
 /// Which workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -342,11 +349,14 @@ impl Worker {
     async fn resolve_one(&mut self) {
         let (reservation_id, allocations) = self.held.remove(self.rng.usize(..self.held.len()));
         let op = if self.rng.u32(..5) < 3 {
+            // At least one unit: a confirm of nothing is refused as an
+            // invalid argument and would leave the hold pending.
             let quantities =
                 (self.shared.workload == Workload::Mixed && self.rng.bool()).then(|| {
                     allocations
                         .iter()
-                        .map(|a| self.rng.i64(0..=a.quantity))
+                        .enumerate()
+                        .map(|(i, a)| self.rng.i64(i64::from(i == 0).min(a.quantity)..=a.quantity))
                         .collect()
                 });
             Op::Confirm {
@@ -372,8 +382,12 @@ fn reserved_id(result: &OpResult) -> Option<&str> {
 }
 
 /// Creates the locations and stocks every round's rows, recording each
-/// adjustment (process 0). Returns false if the cluster never took them.
-pub async fn set_up(shared: &Shared, rounds: u64, until: Instant) -> bool {
+/// adjustment (process 0). Returns false unless every row got a definite
+/// answer within `SETUP_BASE` plus `SETUP_PER_ROW` per row (a long run
+/// stocks thousands of rows before its first fault).
+pub async fn set_up(shared: &Shared, rounds: u64) -> bool {
+    let rows = rounds as usize * shared.skus(0).len() * shared.locations().len();
+    let until = Instant::now() + SETUP_BASE + SETUP_PER_ROW * rows as u32;
     let client = &shared.client;
     for (i, location) in shared.locations().iter().enumerate() {
         let request = UpsertLocation::new(*location, "eu", i as u32 + 1)
@@ -405,7 +419,11 @@ pub async fn set_up(shared: &Shared, rounds: u64, until: Instant) -> bool {
                     expected_on_hand: None,
                 };
                 // Same id until a definite answer: applied at most once.
-                while Instant::now() < until {
+                loop {
+                    if Instant::now() >= until {
+                        eprintln!("holdfast-chaos: set-up: {rows} rows not stocked in time");
+                        return false;
+                    }
                     match setup.call(op.clone()).await {
                         Err(Completion::Unknown(_)) => continue,
                         _ => break,

@@ -400,7 +400,21 @@ impl Driver {
                         );
                         let index = s.raw.raft.raft_log.last_index();
                         let term = s.raw.raft.term;
-                        s.pending.insert(index, PendingEntry { term, waiters });
+                        // UNSAFE, chaos tests only: predict the answers, to
+                        // send them before the entry commits.
+                        let early = if self.config.unsafe_ack_before_commit {
+                            s.speculate(self.config.engine, term, index, stamp_ms, &commands)
+                        } else {
+                            None
+                        };
+                        s.pending.insert(
+                            index,
+                            PendingEntry {
+                                term,
+                                waiters,
+                                early,
+                            },
+                        );
                     }
                     Err(e) => {
                         debug!(shard = s.id, error = %e, "proposal dropped");
@@ -492,6 +506,12 @@ impl Driver {
         for (i, mut rd) in readies {
             self.send_messages(i, rd.take_persisted_messages());
             let mut light = self.shards[i].raw.advance(rd);
+            if self.config.unsafe_ack_before_commit {
+                // UNSAFE, chaos tests only: answer what this node's own
+                // log now holds, committed or not.
+                let persisted = self.shards[i].raw.raft.raft_log.persisted;
+                self.shards[i].ack_persisted_early(persisted);
+            }
             if let Some(commit) = light.commit_index() {
                 let storage = self.shards[i].storage.clone();
                 let mut hs = self.shards[i].raw.raft.hard_state();
@@ -757,6 +777,7 @@ fn open_shard(
         applied_term: 0,
         last_expire_check: Instant::now(),
         synced_term_vote: (0, 0),
+        speculation: None,
     };
     let hs = shard.raw.raft.hard_state();
     shard.synced_term_vote = (hs.term, hs.vote);

@@ -11,6 +11,7 @@ pub mod local;
 pub mod messages;
 pub mod shard;
 pub mod stats;
+pub mod unsafe_early_ack;
 
 use crate::config::NodeConfig;
 use crate::events::EventLog;

@@ -34,6 +34,10 @@ pub struct PendingEntry {
     pub term: u64,
     /// One waiter per command of the entry, in order.
     pub waiters: Vec<Waiter>,
+    /// UNSAFE (`--unsafe-chaos-bug=ack-before-commit` only, else `None`):
+    /// the outcomes predicted at proposal, sent once the entry is in this
+    /// node's log ([`crate::node::unsafe_early_ack`]).
+    pub early: Option<Vec<(Outcome, AppliedDetail)>>,
 }
 
 /// A read waiting for its read index, then for apply to reach it.
@@ -87,6 +91,10 @@ pub struct Shard {
     /// moved) needs no fsync of its own: the commit index can be learned
     /// again from the leader after a crash.
     pub synced_term_vote: (u64, u64),
+    /// UNSAFE (`--unsafe-chaos-bug=ack-before-commit` only, else `None`):
+    /// the ledger as it will be once every entry this leader proposed is
+    /// applied ([`crate::node::unsafe_early_ack`]).
+    pub speculation: Option<super::unsafe_early_ack::Speculation>,
 }
 
 impl Shard {
@@ -138,46 +146,8 @@ impl Shard {
 
     /// Reads what a reply needs from the engine, right after apply.
     fn detail(&self, index: u64, outcome: &Outcome) -> AppliedDetail {
-        let mut detail = AppliedDetail {
-            index,
-            ..AppliedDetail::default()
-        };
-        let reservation = match outcome {
-            Ok(Success::Reserved { reservation }) | Ok(Success::Extended { reservation, .. }) => {
-                Some(*reservation)
-            }
-            _ => None,
-        };
-        if let Some(res) = reservation.and_then(|id| self.engine.reservation(id)) {
-            detail.expires_at_ms = Some(res.expires_at_ms);
-            if matches!(outcome, Ok(Success::Reserved { .. })) {
-                detail.allocations = res
-                    .lines
-                    .iter()
-                    .map(|l| {
-                        let row = self.engine.row(l.row);
-                        AllocationView {
-                            sku: self.engine.sku_name(row.sku).to_string(),
-                            location: self.engine.location(row.location).name.to_string(),
-                            quantity: l.quantity as i64,
-                            available_after: l.available_after,
-                        }
-                    })
-                    .collect();
-            }
-        }
-        if let Err(Refusal::OutOfStock {
-            location: Some(loc),
-            ..
-        }) = outcome
-        {
-            detail
-                .location_names
-                .push((loc.0, self.engine.location(*loc).name.to_string()));
-        }
-        detail
+        detail_of(&self.engine, index, outcome)
     }
-
     /// Answers the waiters of the entry at `index` (term `term`) with
     /// `outcomes`, or fails them if the entry is not theirs.
     pub fn answer(&mut self, index: u64, term: u64, outcomes: Vec<(Outcome, AppliedDetail)>) {
@@ -189,6 +159,7 @@ impl Shard {
             }
             let (_, lost) = self.pending.pop_first().expect("first exists");
             fail(lost.waiters, "the entry was replaced after a leader change");
+            self.speculation = None;
         }
         let Some(entry) = self.pending.remove(&index) else {
             return;
@@ -198,6 +169,7 @@ impl Shard {
                 entry.waiters,
                 "the entry was replaced after a leader change",
             );
+            self.speculation = None;
             return;
         }
         for (waiter, (outcome, detail)) in entry.waiters.into_iter().zip(outcomes) {
@@ -209,6 +181,7 @@ impl Shard {
 
     /// Fails every pending proposal (snapshot installed, or shutting down).
     pub fn fail_all_pending(&mut self, why: &'static str) {
+        self.speculation = None;
         for (_, entry) in std::mem::take(&mut self.pending) {
             fail(entry.waiters, why);
         }
@@ -416,6 +389,50 @@ impl Shard {
             let _ = read.reply.send(result);
         }
     }
+}
+
+/// What a reply needs from `engine`, read right after `outcome` was applied
+/// at `index`: the allocations and expiry of a new hold, location names of
+/// a refusal.
+pub(super) fn detail_of(engine: &Engine, index: u64, outcome: &Outcome) -> AppliedDetail {
+    let mut detail = AppliedDetail {
+        index,
+        ..AppliedDetail::default()
+    };
+    let reservation = match outcome {
+        Ok(Success::Reserved { reservation }) | Ok(Success::Extended { reservation, .. }) => {
+            Some(*reservation)
+        }
+        _ => None,
+    };
+    if let Some(res) = reservation.and_then(|id| engine.reservation(id)) {
+        detail.expires_at_ms = Some(res.expires_at_ms);
+        if matches!(outcome, Ok(Success::Reserved { .. })) {
+            detail.allocations = res
+                .lines
+                .iter()
+                .map(|l| {
+                    let row = engine.row(l.row);
+                    AllocationView {
+                        sku: engine.sku_name(row.sku).to_string(),
+                        location: engine.location(row.location).name.to_string(),
+                        quantity: l.quantity as i64,
+                        available_after: l.available_after,
+                    }
+                })
+                .collect();
+        }
+    }
+    if let Err(Refusal::OutOfStock {
+        location: Some(loc),
+        ..
+    }) = outcome
+    {
+        detail
+            .location_names
+            .push((loc.0, engine.location(*loc).name.to_string()));
+    }
+    detail
 }
 
 fn fail(waiters: Vec<Waiter>, why: &'static str) {
