@@ -5,50 +5,13 @@
 
 mod common;
 
-use common::{reserve_request, retry, stock, ProcessCluster, DEADLINE};
+use common::{agreed_leader, partition, reserve_request, retry, stock, ProcessCluster, DEADLINE};
 use holdfast_server::pb::internal::{DumpShardRequest, SetPartitionRequest};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
 const SHARDS: u32 = 2;
 const SKU: &str = "SKU-P";
-
-async fn partition(c: &ProcessCluster, node: usize, blocked: &[u64]) {
-    c.admin(node)
-        .set_partition(SetPartitionRequest {
-            blocked_nodes: blocked.to_vec(),
-        })
-        .await
-        .expect("set partition");
-}
-
-/// The 0-based index of the node every live node names as the leader of
-/// `shard`, once they agree (among `nodes`).
-async fn agreed_leader(
-    c: &ProcessCluster,
-    shard: u32,
-    nodes: &[usize],
-    not: Option<usize>,
-) -> usize {
-    let start = Instant::now();
-    loop {
-        let mut seen = Vec::new();
-        for &i in nodes {
-            if let Some(s) = c.status(i, false).await {
-                seen.push(s.shards[shard as usize].leader);
-            }
-        }
-        if seen.len() == nodes.len()
-            && seen[0] != 0
-            && seen.iter().all(|&l| l == seen[0])
-            && not != Some(seen[0] as usize - 1)
-        {
-            return seen[0] as usize - 1;
-        }
-        assert!(start.elapsed() < DEADLINE, "no agreed leader: {seen:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_chaos_faults_refuses_partitions() {

@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::{reserve_request, retry, stock, ProcessCluster};
+use common::{agreed_leader, partition, reserve_request, retry, stock, ProcessCluster, DEADLINE};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use holdfast_server::pb::inventory as pb;
 use holdfast_server::service::FIRST_ATTEMPT_HEADER;
 use tonic::metadata::MetadataValue;
@@ -106,30 +107,92 @@ async fn a_sold_out_row_is_refused_before_the_log_and_retries_get_their_first_an
     assert_eq!(info.metadata.get("stale").map(String::as_str), Some("true"));
 }
 
-/// Hot-SKU admission (design §5, layer 2) with a real process: a crowd of
-/// first attempts for 5 units meets at most 2 × available in flight; the
-/// rest are refused before the log with `RESOURCE_EXHAUSTED` /
-/// `ADMISSION_LIMIT`, and retrying them (still first attempts: they were
-/// never proposed) ends with exactly 5 sold, never more.
+/// Hot-SKU admission (design §5, layer 2) with real processes. While the
+/// shard leader is cut off from both followers nothing commits, so every
+/// admitted reserve stays in flight: of a crowd of first attempts for 5
+/// units exactly 2 × 5 are admitted and every other one is refused before
+/// the log with `RESOURCE_EXHAUSTED` / `ADMISSION_LIMIT`. After healing,
+/// the admitted ones and the retried refusals (still first attempts: they
+/// were never proposed) sell exactly the stock, never more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_is_admitted_a_bounded_number_at_a_time_and_sells_exactly_the_stock() {
     const UNITS: i64 = 5;
+    const ADMITTED: usize = 2 * UNITS as usize;
     const BUYERS: usize = 300;
-    let c = ProcessCluster::start(1, SHARDS, &[]);
-    stock(&c, 0, "SKU-HOT", UNITS).await;
-    let node = c.inventory(0);
+    const HOT: &str = "SKU-HOT";
+    // A 6 s election timeout (200 ticks of 30 ms): the cut-off leader
+    // keeps its lead (check_quorum) while the crowd is answered, instead
+    // of dropping the admitted proposals after the default 300 ms.
+    let config = tempfile::TempDir::new().expect("temp dir");
+    let config_path = config.path().join("holdfast.toml");
+    std::fs::write(&config_path, "[raft]\nelection_ticks = 200\n").expect("config written");
+    let c = ProcessCluster::start(
+        3,
+        SHARDS,
+        &["--chaos-faults", "--config", config_path.to_str().unwrap()],
+    );
+    stock(&c, 0, HOT, UNITS).await;
+    let leader = agreed_leader(&c, 0, &[0, 1, 2], None).await;
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     let attempt = |id: String| {
-        let mut n = node.clone();
+        let mut n = c.inventory(leader);
         async move {
-            let mut request = tonic::Request::new(reserve_request(&id, "SKU-HOT"));
+            let mut request = tonic::Request::new(reserve_request(&id, HOT));
             request
                 .metadata_mut()
                 .insert(FIRST_ATTEMPT_HEADER, MetadataValue::from_static("1"));
-            n.reserve(request).await
+            (id, n.reserve(request).await)
         }
     };
-    let mut waiting: Vec<String> = (0..BUYERS).map(|i| format!("buyer-{i}")).collect();
-    let (mut sold, mut admission_refusals, mut out_of_stock) = (0, 0, 0);
+    partition(
+        &c,
+        leader,
+        &followers.iter().map(|&i| i as u64 + 1).collect::<Vec<_>>(),
+    )
+    .await;
+    for &i in &followers {
+        partition(&c, i, &[leader as u64 + 1]).await;
+    }
+    let mut crowd: FuturesUnordered<_> =
+        (0..BUYERS).map(|i| attempt(format!("buyer-{i}"))).collect();
+    // Nothing commits: the admitted stay in flight, everyone else is
+    // answered at once, and only by admission.
+    let mut waiting = Vec::new();
+    while waiting.len() < BUYERS - ADMITTED {
+        let next = tokio::time::timeout(DEADLINE, crowd.next()).await;
+        let (id, answer) = next
+            .unwrap_or_else(|_| panic!("only {} refused, the rest still in flight", waiting.len()))
+            .expect("an answer per buyer");
+        let refused = answer.expect_err("nothing commits while the leader is cut off");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{id}: {refused:?}");
+        let info = refused.get_details_error_info().expect("error info");
+        assert_eq!(info.reason, "ADMISSION_LIMIT");
+        assert_eq!(
+            (
+                info.metadata["in_flight"].as_str(),
+                info.metadata["available"].as_str()
+            ),
+            ("10", "5"),
+            "{info:?}"
+        );
+        waiting.push(id);
+    }
+    for i in 0..3 {
+        partition(&c, i, &[]).await;
+    }
+    let (mut sold, mut out_of_stock) = (0, 0);
+    let mut count =
+        |id: &str, answer: Result<_, tonic::Status>, waiting: &mut Vec<String>| match answer {
+            Ok(_) => sold += 1,
+            Err(s) if s.code() == Code::FailedPrecondition => out_of_stock += 1,
+            Err(s) if s.code() == Code::ResourceExhausted => waiting.push(id.to_string()),
+            Err(s) => panic!("{id}: {s:?}"),
+        };
+    let admitted: Vec<_> = crowd.collect().await;
+    assert_eq!(admitted.len(), ADMITTED);
+    for (id, answer) in admitted {
+        count(&id, answer, &mut waiting);
+    }
     let started = std::time::Instant::now();
     while !waiting.is_empty() {
         assert!(
@@ -137,30 +200,16 @@ async fn a_crowd_is_admitted_a_bounded_number_at_a_time_and_sells_exactly_the_st
             "{} buyers never got an answer",
             waiting.len()
         );
-        let answers = futures_util::future::join_all(waiting.iter().cloned().map(&attempt)).await;
-        let mut again = Vec::new();
-        for (id, answer) in waiting.into_iter().zip(answers) {
-            match answer {
-                Ok(_) => sold += 1,
-                Err(s) if s.code() == Code::ResourceExhausted => {
-                    let info = s.get_details_error_info().expect("error info");
-                    assert_eq!(info.reason, "ADMISSION_LIMIT");
-                    let in_flight: i64 = info.metadata["in_flight"].parse().unwrap();
-                    let available: i64 = info.metadata["available"].parse().unwrap();
-                    assert!(in_flight >= 2 * available, "{info:?}");
-                    admission_refusals += 1;
-                    again.push(id);
-                }
-                Err(s) if s.code() == Code::FailedPrecondition => out_of_stock += 1,
-                Err(s) => panic!("{id}: {s:?}"),
-            }
+        let answers: Vec<_> = waiting
+            .drain(..)
+            .map(&attempt)
+            .collect::<FuturesUnordered<_>>()
+            .collect()
+            .await;
+        for (id, answer) in answers {
+            count(&id, answer, &mut waiting);
         }
-        waiting = again;
     }
     assert_eq!(sold, UNITS, "exactly the stock is sold");
     assert_eq!(sold as usize + out_of_stock, BUYERS);
-    assert!(
-        admission_refusals > 0,
-        "{BUYERS} concurrent first attempts for {UNITS} units never met the limit"
-    );
 }

@@ -4,7 +4,9 @@
 #![allow(dead_code)] // each test file uses its own part
 
 use holdfast_server::pb::internal::admin_client::AdminClient;
-use holdfast_server::pb::internal::{ClusterStatusRequest, ClusterStatusResponse};
+use holdfast_server::pb::internal::{
+    ClusterStatusRequest, ClusterStatusResponse, SetPartitionRequest,
+};
 use holdfast_server::pb::inventory as pb;
 use holdfast_server::pb::inventory::inventory_client::InventoryClient;
 use std::net::TcpListener;
@@ -207,4 +209,43 @@ pub async fn stock(c: &ProcessCluster, i: usize, sku: &str, units: i64) {
     })
     .await
     .expect("stocked");
+}
+
+/// Sets node `node`'s fault-injected partition: it drops Raft traffic to
+/// and from `blocked` (1-based ids). Needs `--chaos-faults`.
+pub async fn partition(c: &ProcessCluster, node: usize, blocked: &[u64]) {
+    c.admin(node)
+        .set_partition(SetPartitionRequest {
+            blocked_nodes: blocked.to_vec(),
+        })
+        .await
+        .expect("set partition");
+}
+
+/// The 0-based index of the node every live node names as the leader of
+/// `shard`, once they agree (among `nodes`).
+pub async fn agreed_leader(
+    c: &ProcessCluster,
+    shard: u32,
+    nodes: &[usize],
+    not: Option<usize>,
+) -> usize {
+    let start = Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for &i in nodes {
+            if let Some(s) = c.status(i, false).await {
+                seen.push(s.shards[shard as usize].leader);
+            }
+        }
+        if seen.len() == nodes.len()
+            && seen[0] != 0
+            && seen.iter().all(|&l| l == seen[0])
+            && not != Some(seen[0] as usize - 1)
+        {
+            return seen[0] as usize - 1;
+        }
+        assert!(start.elapsed() < DEADLINE, "no agreed leader: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
+    }
 }
