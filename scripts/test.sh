@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
 if [ $# -eq 0 ]; then
     source scripts/pyenv.sh
     echo "python client check (grpcio, reflection, health):"
