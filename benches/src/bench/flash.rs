@@ -12,6 +12,7 @@
 //! id, as the Rust client would, so every buyer's answer is the ledger's.
 
 use crate::bench::closed_loop::CALL_TIMEOUT;
+use crate::bench::grpc::Attempts;
 use crate::bench::scenario::{Line, FLASH_SKU, FLASH_UNITS, HOT_LOCATION};
 use crate::bench::stats::{histogram, record, Summary};
 use crate::bench::target::{Reply, Target};
@@ -39,8 +40,12 @@ pub struct FlashResult {
     pub refused: u64,
     /// Of `refused`: by the pre-filter, without a Raft round trip.
     pub refused_by_prefilter: u64,
-    /// Shed by admission (`RESOURCE_EXHAUSTED`), a fast retryable refusal.
+    /// Buyers left with an admission refusal (`RESOURCE_EXHAUSTED`) when
+    /// their deadline ran out.
     pub shed: u64,
+    /// Admission refusals answered by sending the same first attempt
+    /// again after a pause, as the client does.
+    pub shed_resent: u64,
     /// Other failures.
     pub errors: u64,
     /// Attempts sent again after no answer from the ledger (no leader,
@@ -50,8 +55,11 @@ pub struct FlashResult {
     pub sold_out_ms: Option<f64>,
     /// From the release to the last buyer's answer.
     pub all_answered_ms: f64,
-    /// Latency of all out-of-stock refusals.
+    /// Latency of all out-of-stock refusals, from the buyer's first
+    /// attempt (pauses after admission refusals included).
     pub refusal_latency: Summary,
+    /// Latency of the one call that brought each out-of-stock refusal.
+    pub refusal_call_latency: Summary,
     /// Latency of the pre-filter's refusals alone.
     pub prefilter_latency: Summary,
     /// Latency of the admission refusals.
@@ -77,8 +85,7 @@ impl FlashResult {
 }
 
 struct Buyer {
-    reply: Reply,
-    retries: u32,
+    attempts: Attempts,
     latency: Duration,
     answered_at: Duration,
     confirm_failed: bool,
@@ -103,15 +110,18 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
                 let _ = ready.wait_for(|go| *go).await;
                 let t = Instant::now();
                 let deadline = t + CALL_TIMEOUT;
-                let (reply, retries) = tokio::time::timeout(
+                let attempts = tokio::time::timeout(
                     CALL_TIMEOUT,
                     target.reserve_until_answered(b, &id, &order, FLASH_TTL_MS, deadline),
                 )
                 .await
-                .unwrap_or_else(|_| (Reply::Error("reserve timed out".into()), 0));
+                .unwrap_or_else(|_| Attempts {
+                    reply: Reply::Error("reserve timed out".into()),
+                    ..Attempts::default()
+                });
                 let latency = t.elapsed();
                 let mut confirm_failed = false;
-                if let Reply::Held(held) = &reply {
+                if let Reply::Held(held) = &attempts.reply {
                     let confirm = tokio::time::timeout(
                         CALL_TIMEOUT,
                         target.confirm(b, held, &format!("{id}-confirm")),
@@ -119,7 +129,7 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
                     .await;
                     confirm_failed = !matches!(confirm, Ok(Reply::Done));
                 }
-                (reply, latency, t, confirm_failed, retries)
+                (attempts, latency, t, confirm_failed)
             })
         })
         .collect();
@@ -129,22 +139,23 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
     let _ = go.send(true);
     let mut answers = Vec::with_capacity(buyers);
     for task in tasks {
-        let (reply, latency, started, confirm_failed, retries) = match task.await {
+        let (attempts, latency, started, confirm_failed) = match task.await {
             Ok(r) => r,
             Err(e) => (
-                Reply::Error(e.to_string()),
+                Attempts {
+                    reply: Reply::Error(e.to_string()),
+                    ..Attempts::default()
+                },
                 Duration::ZERO,
                 released,
                 false,
-                0,
             ),
         };
         answers.push(Buyer {
-            reply,
+            attempts,
             latency,
             answered_at: (started + latency).saturating_duration_since(released),
             confirm_failed,
-            retries,
         });
     }
     summarise(system, buyers, &answers)
@@ -152,6 +163,7 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
 
 fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
     let (mut refusals, mut prefiltered, mut shed_h) = (histogram(), histogram(), histogram());
+    let mut refusal_calls = histogram();
     let mut result = FlashResult {
         system: system.to_string(),
         buyers,
@@ -161,22 +173,25 @@ fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
         refused: 0,
         refused_by_prefilter: 0,
         shed: 0,
+        shed_resent: 0,
         errors: 0,
         retries: 0,
         sold_out_ms: None,
         all_answered_ms: 0.0,
         refusal_latency: Summary::default(),
+        refusal_call_latency: Summary::default(),
         prefilter_latency: Summary::default(),
         shed_latency: Summary::default(),
         first_error: None,
     };
     let mut sold_at = Vec::new();
     for b in answers {
-        result.retries += u64::from(b.retries);
+        result.retries += u64::from(b.attempts.unanswered);
+        result.shed_resent += u64::from(b.attempts.shed);
         result.all_answered_ms = result
             .all_answered_ms
             .max(b.answered_at.as_secs_f64() * 1e3);
-        match &b.reply {
+        match &b.attempts.reply {
             Reply::Held(_) | Reply::Done => {
                 result.sold += 1;
                 result.confirm_errors += u64::from(b.confirm_failed);
@@ -185,6 +200,7 @@ fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
             Reply::Refused { prefilter } => {
                 result.refused += 1;
                 record(&mut refusals, b.latency);
+                record(&mut refusal_calls, b.attempts.last_call);
                 if *prefilter {
                     result.refused_by_prefilter += 1;
                     record(&mut prefiltered, b.latency);
@@ -202,6 +218,7 @@ fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
     }
     result.sold_out_ms = sold_at.iter().max().map(|d| d.as_secs_f64() * 1e3);
     result.refusal_latency = Summary::of(&refusals);
+    result.refusal_call_latency = Summary::of(&refusal_calls);
     result.prefilter_latency = Summary::of(&prefiltered);
     result.shed_latency = Summary::of(&shed_h);
     result
@@ -213,11 +230,15 @@ mod tests {
 
     fn buyer(reply: Reply, ms: u64) -> Buyer {
         Buyer {
-            reply,
+            attempts: Attempts {
+                reply,
+                shed: 1,
+                unanswered: 0,
+                last_call: Duration::from_millis(1),
+            },
             latency: Duration::from_millis(ms),
             answered_at: Duration::from_millis(ms),
             confirm_failed: false,
-            retries: 0,
         }
     }
 
@@ -234,6 +255,8 @@ mod tests {
         assert_eq!((r.refused, r.refused_by_prefilter, r.shed), (2, 1, 1));
         assert_eq!(r.prefilter_share(), 0.5);
         assert_eq!(r.sold_out_ms, Some(5.0));
+        assert_eq!(r.shed_resent, answers.len() as u64);
+        assert!(r.refusal_latency.p99_ms > r.refusal_call_latency.p99_ms);
         answers.push(buyer(Reply::Held("0-oversold".into()), 5));
         assert!(!summarise("x", answers.len(), &answers).exact());
     }

@@ -188,13 +188,13 @@ impl GrpcTarget {
         }
     }
 
-    /// Holds `order` under `id` as a client would for a buyer: the first
-    /// attempt marked as such (so the pre-filter may answer it), and, when
-    /// it gets no answer from the ledger (no leader, a dropped proposal, a
-    /// broken connection), the same request unmarked again after a pause,
-    /// until `deadline`, so it gets its first answer if it was applied.
-    /// `RESOURCE_EXHAUSTED` is returned as it is: a refusal of its own.
-    /// Returns the reply and the attempts after the first.
+    /// Holds `order` under `id` as `holdfast-client` does for a buyer: the
+    /// first attempt marked as such (so the pre-filter and admission may
+    /// answer it); after an admission refusal (`RESOURCE_EXHAUSTED`, never
+    /// proposed) the same request, still marked, after a pause; after no
+    /// answer from the ledger (no leader, a dropped proposal, a broken
+    /// connection) the same request unmarked (it may have been applied),
+    /// until `deadline`, so it gets its first answer.
     pub async fn reserve_until_answered(
         &self,
         caller: usize,
@@ -202,31 +202,47 @@ impl GrpcTarget {
         order: &Order,
         ttl_ms: u64,
         deadline: Instant,
-    ) -> (Reply, u32) {
+    ) -> Attempts {
         let mut stub = self.stub(Self::shard_of_order(order), caller);
         let mut pause = RETRY_PAUSE_MIN;
-        let mut retries = 0;
+        let mut attempts = Attempts::default();
+        // Every attempt so far was refused by admission: never proposed.
+        let mut unproposed = true;
         loop {
             let mut request = tonic::Request::new(reserve_request(id, caller, order, ttl_ms));
-            if retries == 0 {
+            if unproposed {
                 request
                     .metadata_mut()
                     .insert(FIRST_ATTEMPT_HEADER, MetadataValue::from_static("1"));
             }
-            let status = match stub.reserve(request).await {
-                Ok(r) => return (Reply::Held(r.into_inner().reservation_id), retries),
+            let sent = Instant::now();
+            let answer = stub.reserve(request).await;
+            attempts.last_call = sent.elapsed();
+            let status = match answer {
+                Ok(r) => {
+                    attempts.reply = Reply::Held(r.into_inner().reservation_id);
+                    return attempts;
+                }
                 Err(status) => status,
             };
-            let again = matches!(
-                status.code(),
-                Code::Unavailable | Code::Aborted | Code::Unknown | Code::Cancelled
-            );
+            attempts.reply = classify(&status);
+            let shed = attempts.reply == Reply::Shed;
+            unproposed &= shed;
+            let again = shed
+                || matches!(
+                    status.code(),
+                    Code::Unavailable | Code::Aborted | Code::Unknown | Code::Cancelled
+                );
             if !again || Instant::now() + pause >= deadline {
-                return (classify(&status), retries);
+                return attempts;
             }
-            tokio::time::sleep(pause).await;
+            if shed {
+                attempts.shed += 1;
+            } else {
+                attempts.unanswered += 1;
+            }
+            tokio::time::sleep(pause).await; // backoff between attempts, as the client's
             pause = (pause * 2).min(RETRY_PAUSE_MAX);
-            retries += 1;
         }
     }
 
@@ -321,6 +337,31 @@ fn reserve_request(id: &str, caller: usize, order: &Order, ttl_ms: u64) -> pb::R
         policy: 0,
         allow_split: false,
         region: None,
+    }
+}
+
+/// How a buyer's reserve ended, and what it took.
+#[derive(Debug, Clone)]
+pub struct Attempts {
+    /// The final answer.
+    pub reply: Reply,
+    /// Admission refusals received, each followed by the same request
+    /// again (still a first attempt).
+    pub shed: u32,
+    /// Attempts the ledger did not answer, each sent again unmarked.
+    pub unanswered: u32,
+    /// Latency of the call that gave the final answer.
+    pub last_call: Duration,
+}
+
+impl Default for Attempts {
+    fn default() -> Attempts {
+        Attempts {
+            reply: Reply::Error("no attempt".into()),
+            shed: 0,
+            unanswered: 0,
+            last_call: Duration::ZERO,
+        }
     }
 }
 

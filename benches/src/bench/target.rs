@@ -3,7 +3,7 @@
 //! release it, expire due holds) with the same [`Reply`]s, so a loop is
 //! written once and run against each.
 
-use crate::bench::grpc::GrpcTarget;
+use crate::bench::grpc::{Attempts, GrpcTarget};
 use crate::bench::peers::postgres::PgTarget;
 use crate::bench::peers::redis::RedisTarget;
 use crate::bench::scenario::Order;
@@ -65,9 +65,10 @@ impl Target {
     }
 
     /// [`Target::reserve`] as a buyer's client makes it: Holdfast's
-    /// attempts that got no answer from the ledger are sent again with
-    /// the same id until `deadline` ([`GrpcTarget::reserve_until_answered`]);
-    /// the peers answer in one call. Also returns the retries.
+    /// attempts refused by admission, or not answered by the ledger, are
+    /// sent again with the same id until `deadline`
+    /// ([`GrpcTarget::reserve_until_answered`]); the peers answer in one
+    /// call.
     pub async fn reserve_until_answered(
         &self,
         caller: usize,
@@ -75,13 +76,21 @@ impl Target {
         order: &Order,
         ttl_ms: u64,
         deadline: std::time::Instant,
-    ) -> (Reply, u32) {
+    ) -> Attempts {
         match self {
             Target::Grpc(t) => {
                 t.reserve_until_answered(caller, id, order, ttl_ms, deadline)
                     .await
             }
-            _ => (self.reserve(caller, id, order, ttl_ms).await, 0),
+            _ => {
+                let sent = std::time::Instant::now();
+                let reply = self.reserve(caller, id, order, ttl_ms).await;
+                Attempts {
+                    reply,
+                    last_call: sent.elapsed(),
+                    ..Attempts::default()
+                }
+            }
         }
     }
 
