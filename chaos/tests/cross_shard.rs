@@ -231,7 +231,6 @@ fn a_cross_shard_reserve_and_partial_confirm_pass() {
     ));
     assert_passes(&r);
     // Both shards served it.
-    let mut h = h;
     h.fault(25, "kill", "n1");
     let shards: Vec<String> = h
         .check(&three(
