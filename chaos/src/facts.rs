@@ -10,6 +10,7 @@ use crate::final_state::{
     FinalLine, FinalReservation, FinalRow, FinalState, LineTotals, ReplicaState, ReservationStatus,
 };
 use crate::history::{Allocation, Op, OpResult, ReserveLine};
+use crate::parts::{self, HeldPart};
 use crate::timeline::{LogicalOp, Outcome, Timeline};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,8 +94,12 @@ pub struct Facts<'a> {
     /// Every replica's final state.
     pub final_state: &'a FinalState,
     /// Reservation wire id → every `Ok` reserve that returned it, in invoke
-    /// order (more than one is an at-most-once violation).
+    /// order (more than one is an at-most-once violation). A cross-shard
+    /// reserve's key is its joined id.
     pub reserves_by_id: BTreeMap<String, Vec<usize>>,
+    /// Part id → the joined ids of acknowledged cross-shard reservations
+    /// that have it (more than one is an at-most-once violation).
+    pub joined_by_part: BTreeMap<String, Vec<String>>,
     /// Each replica's state, indexed.
     pub replicas: Vec<ReplicaView<'a>>,
 }
@@ -195,10 +200,20 @@ impl<'a> Facts<'a> {
                     .push(k);
             }
         }
+        let mut joined_by_part: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for id in reserves_by_id.keys().filter(|id| parts::is_joined(id)) {
+            for part in parts::part_ids(id) {
+                joined_by_part
+                    .entry(part.to_string())
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
         Facts {
             timeline,
             final_state,
             reserves_by_id,
+            joined_by_part,
             replicas: final_state.replicas.iter().map(ReplicaView::new).collect(),
         }
     }
@@ -219,6 +234,29 @@ impl<'a> Facts<'a> {
     /// The first `Ok` reserve that returned reservation `id`.
     pub fn reserve_of(&self, id: &str) -> Option<usize> {
         self.reserves_by_id.get(id).map(|ks| ks[0])
+    }
+
+    /// The parts of the reservation an acknowledged cross-shard reserve `k`
+    /// made, each with its slice of the answered allocations; `None` for an
+    /// ordinary reserve, or one whose answer does not fit its lines'
+    /// shards (then it is judged as a whole where that is sound).
+    pub fn held_parts(&self, k: usize) -> Option<Vec<HeldPart<'a>>> {
+        let plan = parts::plan_of(&self.op(k).op)?;
+        let Some(OpResult::Reserved {
+            reservation_id,
+            allocations,
+            ..
+        }) = self.op(k).ok_result()
+        else {
+            return None;
+        };
+        parts::held_parts(&plan, reservation_id, allocations)
+    }
+
+    /// Whether replica reservation `id` was returned to a client: as a
+    /// reservation, or as a part of an acknowledged cross-shard one.
+    pub fn acknowledged(&self, id: &str) -> bool {
+        self.reserves_by_id.contains_key(id) || self.joined_by_part.contains_key(id)
     }
 
     /// Every row the history names, in order.
@@ -343,7 +381,7 @@ impl<'a> Facts<'a> {
     ) -> BTreeMap<Signature, Vec<(&'a str, ReservationStatus)>> {
         let mut found: BTreeMap<Signature, Vec<(&'a str, ReservationStatus)>> = BTreeMap::new();
         for (&id, r) in &replica.reservations {
-            if !self.reserves_by_id.contains_key(id) {
+            if !self.acknowledged(id) {
                 found
                     .entry(signature_of_reservation(&r.lines))
                     .or_default()
@@ -378,12 +416,29 @@ impl<'a> Facts<'a> {
         }
     }
 
-    /// Reserves of unknown outcome, counted per signature.
+    /// What may have created a reservation no client was told about,
+    /// counted per signature, each creating at most one: a reserve of
+    /// unknown outcome; and each part of a cross-shard reserve that was not
+    /// acknowledged (its parts are held one by one, and a refused one may
+    /// have held some and released them again).
     pub fn unknown_reserves(&self) -> BTreeMap<Signature, usize> {
         let mut count: BTreeMap<Signature, usize> = BTreeMap::new();
         for op in &self.timeline.ops {
-            if let (Op::Reserve { lines, .. }, Outcome::Unknown) = (&op.op, &op.outcome) {
-                *count.entry(signature_of_request(lines)).or_default() += 1;
+            let Op::Reserve { lines, .. } = &op.op else {
+                continue;
+            };
+            match (parts::plan_of(&op.op), &op.outcome) {
+                (_, Outcome::Ok { .. }) => {}
+                (Some(plan), _) => {
+                    for part in &plan {
+                        let sig = signature_of_request(&parts::part_lines(lines, part));
+                        *count.entry(sig).or_default() += 1;
+                    }
+                }
+                (None, Outcome::Unknown) => {
+                    *count.entry(signature_of_request(lines)).or_default() += 1
+                }
+                (None, _) => {}
             }
         }
         count
@@ -427,6 +482,40 @@ impl<'a> Facts<'a> {
     pub fn agreed_owned(&self, owner: &str, sig: &Signature) -> Agreed<Option<ReservationStatus>> {
         let mut seen = self.replicas.iter().map(|r| {
             match r.by_owner.get(owner).map(Vec::as_slice).unwrap_or_default() {
+                [] => Some(None),
+                [one] if signature_of_reservation(&one.lines) == *sig => Some(Some(one.state)),
+                _ => None,
+            }
+        });
+        let Some(first) = seen.next() else {
+            return Agreed::NoReplicas;
+        };
+        match first {
+            Some(first) if seen.all(|other| other == Some(first)) => Agreed::Same(first),
+            _ => Agreed::Differ,
+        }
+    }
+
+    /// The state of the one reservation owned by `owner` on `shard` with
+    /// lines `sig` on every replica (a part of a cross-shard reserve,
+    /// whose parts share the reserve's owner). `Differ` as
+    /// [`Facts::agreed_owned`].
+    pub fn agreed_owned_on(
+        &self,
+        owner: &str,
+        shard: u32,
+        sig: &Signature,
+    ) -> Agreed<Option<ReservationStatus>> {
+        let mut seen = self.replicas.iter().map(|r| {
+            let on_shard: Vec<&FinalReservation> = r
+                .by_owner
+                .get(owner)
+                .into_iter()
+                .flatten()
+                .filter(|x| parts::shard_of_id(&x.id) == Some(shard))
+                .copied()
+                .collect();
+            match on_shard[..] {
                 [] => Some(None),
                 [one] if signature_of_reservation(&one.lines) == *sig => Some(Some(one.state)),
                 _ => None,

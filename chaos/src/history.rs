@@ -110,7 +110,8 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         owner: Option<String>,
         /// The shard the request's SKUs hash to, if the harness knows it
-        /// (used to group availability windows).
+        /// and they hash to one (used to group availability windows; a
+        /// cross-shard reserve records the shard of each line instead).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shard: Option<u32>,
         /// Hold duration asked for, for people (expiry is judged from the
@@ -181,6 +182,12 @@ pub struct ReserveLine {
     pub location: String,
     /// Units wanted.
     pub quantity: i64,
+    /// The shard the SKU hashes to, recorded on the lines of a reserve
+    /// whose lines fall in several shards: the server holds such a reserve
+    /// as one part per shard ([`crate::parts`]), and the checker maps it
+    /// onto those parts by these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 /// What a successful operation answered.
@@ -189,9 +196,11 @@ pub struct ReserveLine {
 pub enum OpResult {
     /// Answer to `Reserve`.
     Reserved {
-        /// The new reservation's wire id (`"<shard>-<engine id>"`).
+        /// The new reservation's wire id (`"<shard>-<engine id>"`, or for
+        /// a cross-shard reserve its parts' ids joined with `+`).
         reservation_id: String,
-        /// What was held where, in order.
+        /// What was held where, in order (part after part, in shard
+        /// order, for a cross-shard reserve).
         allocations: Vec<Allocation>,
         /// When the hold lapses, ms since the Unix epoch (server clock).
         /// Holds expire in `(expires_at_ms, id)` order, which pins down

@@ -8,7 +8,8 @@
 //!
 //! 1. [`timeline`] pairs invokes with completions and merges retries of a
 //!    request id into one logical operation;
-//! 2. [`facts`] indexes what several checks share;
+//! 2. [`facts`] indexes what several checks share, and [`parts`] maps
+//!    cross-shard reservations onto the per-shard parts the replicas hold;
 //! 3. [`check`] runs the rules (no oversell, no lost acknowledgement, at
 //!    most once, convergence, availability) and [`linear`] the per-row
 //!    linearizability search, into one [`check::Report`].
@@ -26,6 +27,7 @@ pub mod final_state;
 pub mod history;
 pub mod jsonl;
 pub mod linear;
+pub mod parts;
 pub mod timeline;
 
 pub use check::{check, check_entries, CheckConfig, Report};

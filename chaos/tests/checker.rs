@@ -512,11 +512,13 @@ fn out_of_stock_uses_the_line_named_in_metadata() {
                 sku: SKU.into(),
                 location: LOC.into(),
                 quantity: 1,
+                shard: None,
             },
             holdfast_chaos::history::ReserveLine {
                 sku: SKU.into(),
                 location: LOC.into(),
                 quantity: 1,
+                shard: None,
             },
         ],
         owner: None,

@@ -109,6 +109,7 @@ fn line(row: usize, quantity: i64) -> ReserveLine {
         sku: SKUS[row].into(),
         location: LOC.into(),
         quantity,
+        shard: None,
     }
 }
 

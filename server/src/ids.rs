@@ -279,6 +279,25 @@ mod tests {
         assert_ne!(a, "r-1");
     }
 
+    /// Pinned: part ids are stored in every shard's idempotency table, and
+    /// the chaos checker (`chaos/src/parts.rs`) derives the same ids to
+    /// find the parts a replica applied; its test pins these values too.
+    #[test]
+    fn part_request_ids_are_pinned() {
+        assert_eq!(
+            part_request_id("r-1", PartOp::Reserve, 2, &[2, 5]),
+            "p-caf29554a5aeeba70d61d980ceaf6ace"
+        );
+        assert_eq!(
+            part_request_id("c-7-p3-12", PartOp::Confirm, 5, &[0, 5]),
+            "p-5abc40b9f56e4ce2d5ad5641273af9aa"
+        );
+        assert_eq!(
+            part_request_id("r-1", PartOp::Compensate, 5, &[2, 5]),
+            "p-b4e5ba9048125455d8657ad804352720"
+        );
+    }
+
     proptest::proptest! {
         /// Any string is parsed or refused naming the field, never a panic;
         /// what parses prints back to itself (one id per reservation).

@@ -9,10 +9,13 @@
 //!
 //! A reserve belongs to the shard the harness recorded in its `shard`
 //! field or, failing that, the shard in its reservation id
-//! (`"<shard>-<engine id>"`). Percentiles are nearest-rank over all
+//! (`"<shard>-<engine id>"`). An acknowledged cross-shard reserve was
+//! served by every shard its joined id names (`"0-4+5-17"`: shards 0 and
+//! 5), so it counts for each. Percentiles are nearest-rank over all
 //! (fault, shard) windows.
 
 use crate::history::{FaultPhase, Op, OpResult};
+use crate::parts;
 use crate::timeline::{Outcome, Timeline};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -82,16 +85,19 @@ pub fn percentile(sorted: &[u64], p: u64) -> u64 {
     sorted[rank as usize - 1]
 }
 
-fn shard_of(op: &Op, outcome: &Outcome) -> Option<String> {
+fn shards_of(op: &Op, outcome: &Outcome) -> Vec<String> {
     if let Op::Reserve { shard: Some(s), .. } = op {
-        return Some(s.to_string());
+        return vec![s.to_string()];
     }
     match outcome {
         Outcome::Ok {
             result: OpResult::Reserved { reservation_id, .. },
             ..
-        } => reservation_id.split_once('-').map(|(s, _)| s.to_string()),
-        _ => None,
+        } => parts::part_ids(reservation_id)
+            .into_iter()
+            .filter_map(|p| p.split_once('-').map(|(s, _)| s.to_string()))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -116,10 +122,10 @@ pub fn check(timeline: &Timeline) -> Availability {
         }
         let invoked = op.attempts.iter().map(|a| a.invoke_us).max();
         last_invoke = last_invoke.max(invoked);
-        if let (Some(shard), Outcome::Ok { at_us, .. }) =
-            (shard_of(&op.op, &op.outcome), &op.outcome)
-        {
-            oks.entry(shard).or_default().push(*at_us);
+        if let Outcome::Ok { at_us, .. } = &op.outcome {
+            for shard in shards_of(&op.op, &op.outcome) {
+                oks.entry(shard).or_default().push(*at_us);
+            }
         }
     }
     oks.values_mut().for_each(|v| v.sort_unstable());

@@ -7,21 +7,33 @@
 //! 2. No attempt is refused `ALREADY_EXISTS`: every attempt of a request
 //!    id carries the same body (the history reader enforces it), so the
 //!    server must recognise the retry.
-//! 3. No reservation id is returned to two different request ids.
+//! 3. No reservation id is returned to two different request ids; no
+//!    part id belongs to two acknowledged cross-shard reservations, nor is
+//!    also returned as an ordinary reservation.
 //! 4. No reservation is resolved by two acknowledged confirms/releases.
-//! 5. Each replica: reservations no acknowledged reserve returned must be
-//!    explained by reserves of unknown outcome, each creating at most one:
-//!    per multiset of lines, their number ≤ the number of such reserves
-//!    with those lines.
-//! 6. Each replica: no request id appears twice among its applied ids.
+//! 5. Each replica: reservations no acknowledged reserve returned (as a
+//!    reservation or a part) must be explained by reserves of unknown
+//!    outcome, each creating at most one, and by the parts of cross-shard
+//!    reserves that were not acknowledged, each part at most one
+//!    ([`Facts::unknown_reserves`]): per multiset of lines, their number ≤
+//!    the number of such candidates with those lines.
+//! 6. Each replica: no request id appears twice among its applied ids
+//!    (a cross-shard call's parts are applied under derived ids,
+//!    [`crate::parts::part_request_id`], so a part applied twice shows
+//!    here too).
 //! 7. Each replica, per row: `on_hand + sold` ≤ the sum of acknowledged
 //!    deltas plus every *positive* delta of unknown outcome (the most the
 //!    adjustments can have added).
+//! 8. Each replica: a reserve whose owner is unique in the history made
+//!    at most one reservation of that owner per shard (an ordinary reserve
+//!    one, a cross-shard reserve one part per shard): no part applied
+//!    twice.
 
 use super::{Class, PerItem, Violation};
 use crate::codes::CodeClass;
 use crate::facts::{Facts, ReplicaView, Signature};
 use crate::history::Op;
+use crate::parts;
 use crate::timeline::{AttemptEnd, LogicalOp, Outcome};
 use std::collections::BTreeMap;
 
@@ -82,6 +94,24 @@ fn reservations(facts: &Facts<'_>, found: &mut PerItem) {
                 format!(
                     "returned to {} and to {}",
                     facts.op(reserves[0]).describe(),
+                    facts.op(k).describe()
+                ),
+            );
+        }
+    }
+    for (part, joined) in &facts.joined_by_part {
+        for other in &joined[1..] {
+            found.add(
+                format!("reservation part {part}"),
+                format!("a part of both {} and {other}", joined[0]),
+            );
+        }
+        if let Some(&k) = facts.reserves_by_id.get(part).and_then(|ks| ks.first()) {
+            found.add(
+                format!("reservation part {part}"),
+                format!(
+                    "a part of {} and returned on its own to {}",
+                    joined[0],
                     facts.op(k).describe()
                 ),
             );
@@ -176,6 +206,38 @@ fn adjustments(facts: &Facts<'_>, found: &mut PerItem) {
     }
 }
 
+/// Rule 8 for one replica.
+fn owned_twice(
+    replica: &ReplicaView<'_>,
+    owners: &BTreeMap<&str, Vec<&LogicalOp>>,
+    found: &mut PerItem,
+) {
+    for (owner, reservations) in &replica.by_owner {
+        let Some([op]) = owners.get(owner).map(Vec::as_slice) else {
+            continue;
+        };
+        let mut by_shard: BTreeMap<Option<u32>, Vec<&str>> = BTreeMap::new();
+        for r in reservations {
+            by_shard
+                .entry(parts::shard_of_id(&r.id))
+                .or_default()
+                .push(&r.id);
+        }
+        for (shard, ids) in by_shard.into_iter().filter(|(_, ids)| ids.len() > 1) {
+            found.add(
+                format!("reservations of {}", op.describe()),
+                format!(
+                    "{} has {} of its owner on shard {}: {}",
+                    replica.node(),
+                    ids.len(),
+                    shard.map_or("?".into(), |s| s.to_string()),
+                    ids.join(", ")
+                ),
+            );
+        }
+    }
+}
+
 /// Runs the rules.
 pub fn check(facts: &Facts<'_>) -> Vec<Violation> {
     let mut found = PerItem::new(Class::Duplicate);
@@ -184,9 +246,16 @@ pub fn check(facts: &Facts<'_>) -> Vec<Violation> {
     }
     reservations(facts, &mut found);
     let unknown = facts.unknown_reserves();
+    let mut owners: BTreeMap<&str, Vec<&LogicalOp>> = BTreeMap::new();
+    for op in &facts.timeline.ops {
+        if let Op::Reserve { owner: Some(o), .. } = &op.op {
+            owners.entry(o).or_default().push(op);
+        }
+    }
     for replica in &facts.replicas {
         unexplained(facts, replica, &unknown, &mut found);
         repeated_ids(replica, &mut found);
+        owned_twice(replica, &owners, &mut found);
     }
     adjustments(facts, &mut found);
     found.into_violations().collect()

@@ -4,9 +4,14 @@
 //! Rules (each replica; skipped without replica states except rule 5):
 //! 1. An acknowledged reserve's reservation exists, with the answered
 //!    allocations as its lines (same `(sku, location, quantity)` multiset).
+//!    A cross-shard reservation exists as its parts, each on its own shard
+//!    (the ids its joined id names), their lines together the answered
+//!    allocations.
 //! 2. An acknowledged confirm's reservation is `Confirmed`, each line
 //!    confirming the requested units (all of them without `quantities`).
-//! 3. An acknowledged release's reservation is `Released`.
+//!    Of a cross-shard one, every part; a part whose requested units are
+//!    all 0 is `Released` instead (the server releases it).
+//! 3. An acknowledged release's reservation is `Released` (every part).
 //! 4. Adjustments: per row, `applied = on_hand + sold` (sold: units its
 //!    confirmed reservations took out of `on_hand`) is at least the sum of
 //!    acknowledged deltas plus every *negative* delta of unknown outcome —
@@ -15,21 +20,26 @@
 //! 5. A confirm, release or extend answered `RESERVATION_NOT_FOUND` for a
 //!    reservation whose reserve was acknowledged before it was invoked.
 //! 6. If a replica lists its applied request ids, every acknowledged
-//!    request id is among them.
+//!    request id is among them; for a cross-shard call, every part's
+//!    derived id ([`crate::parts::applied_ids`]).
+//! 7. A reserve the ledger refused (a decided refusal) holds nothing: no
+//!    replica has a pending reservation with its owner, when the owner is
+//!    unique in the history (a refused cross-shard reserve must have
+//!    released the parts it held before answering).
 //!
 //! An operation of unknown outcome is never required to be present.
 
 use super::{Class, PerItem, Violation};
 use crate::codes::CodeClass;
 use crate::facts::{Facts, ReplicaView};
-use crate::final_state::{FinalLine, ReservationStatus};
+use crate::final_state::{FinalLine, FinalReservation, ReservationStatus};
 use crate::history::{Allocation, Op};
+use crate::parts;
 use crate::timeline::{AttemptEnd, Outcome};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-fn sorted_lines(lines: &[FinalLine]) -> Vec<(&str, &str, i64)> {
+fn sorted_lines<'a>(lines: impl Iterator<Item = &'a FinalLine>) -> Vec<(&'a str, &'a str, i64)> {
     let mut v: Vec<_> = lines
-        .iter()
         .map(|l| (l.sku.as_str(), l.location.as_str(), l.quantity))
         .collect();
     v.sort_unstable();
@@ -45,6 +55,27 @@ fn sorted_allocations(allocations: &[Allocation]) -> Vec<(&str, &str, i64)> {
     v
 }
 
+/// The replica's reservations that make reservation `id`: the one, or a
+/// cross-shard one's parts in order; the ids of missing ones as `Err`.
+fn held_as<'a>(
+    replica: &ReplicaView<'a>,
+    id: &str,
+) -> Result<Vec<&'a FinalReservation>, Vec<String>> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for part in parts::part_ids(id) {
+        match replica.reservations.get(part) {
+            Some(r) => found.push(*r),
+            None => missing.push(part.to_string()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(found)
+    } else {
+        Err(missing)
+    }
+}
+
 /// Rule 1.
 fn reservations(facts: &Facts<'_>, found: &mut PerItem) {
     for (id, reserves) in &facts.reserves_by_id {
@@ -52,31 +83,63 @@ fn reservations(facts: &Facts<'_>, found: &mut PerItem) {
         let expected = sorted_allocations(facts.allocations(k));
         let item = format!("reservation {id} of {}", facts.op(k).describe());
         for replica in &facts.replicas {
-            match replica.reservations.get(id.as_str()) {
-                None => found.add(item.clone(), format!("missing on {}", replica.node())),
-                Some(r) if sorted_lines(&r.lines) != expected => found.add(
+            match held_as(replica, id) {
+                Err(missing) if parts::is_joined(id) => found.add(
                     item.clone(),
-                    format!("{} has lines {:?}", replica.node(), sorted_lines(&r.lines)),
+                    format!("part {} missing on {}", missing.join(", "), replica.node()),
                 ),
-                Some(_) => {}
+                Err(_) => found.add(item.clone(), format!("missing on {}", replica.node())),
+                Ok(held) => {
+                    let lines = sorted_lines(held.iter().flat_map(|r| &r.lines));
+                    if lines != expected {
+                        found.add(
+                            item.clone(),
+                            format!("{} has lines {lines:?}", replica.node()),
+                        );
+                    }
+                }
             }
         }
     }
 }
 
-/// Rules 2 and 3 for one replica and one acknowledged resolution.
+/// Rules 2 and 3 for one replica and one acknowledged resolution:
+/// `confirmed` is the units confirmed per allocation, part after part.
 fn resolution_on(
     replica: &ReplicaView<'_>,
     id: &str,
     want: ReservationStatus,
     confirmed: Option<Vec<i64>>,
 ) -> Option<String> {
-    // A missing reservation is rule 1's finding.
-    let r = replica.reservations.get(id)?;
-    if r.state != want {
-        return Some(format!("{} has it {:?}", replica.node(), r.state));
+    // A missing reservation or part is rule 1's finding.
+    let held = held_as(replica, id).ok()?;
+    let mut have: Vec<i64> = Vec::new();
+    let mut wrong: Vec<String> = Vec::new();
+    for r in &held {
+        let from = have.len();
+        have.extend(r.lines.iter().map(|l| l.confirmed));
+        // A part of a cross-shard confirm whose units are all 0 is released.
+        let none_asked = confirmed
+            .as_ref()
+            .and_then(|c| c.get(from..have.len()))
+            .is_some_and(|q| q.iter().all(|&u| u == 0));
+        let want = match want {
+            ReservationStatus::Confirmed if held.len() > 1 && none_asked => {
+                ReservationStatus::Released
+            }
+            want => want,
+        };
+        if r.state != want {
+            wrong.push(if held.len() > 1 {
+                format!("part {} {:?}", r.id, r.state)
+            } else {
+                format!("{:?}", r.state)
+            });
+        }
     }
-    let have: Vec<i64> = r.lines.iter().map(|l| l.confirmed).collect();
+    if !wrong.is_empty() {
+        return Some(format!("{} has it {}", replica.node(), wrong.join(", ")));
+    }
     match confirmed {
         Some(want) if want != have => Some(format!(
             "{} confirmed {have:?} per line, not {want:?}",
@@ -189,12 +252,63 @@ fn request_ids(facts: &Facts<'_>, found: &mut PerItem) {
             let (Some(id), Outcome::Ok { .. }) = (op.op.request_id(), &op.outcome) else {
                 continue;
             };
-            if !ids.contains(id) {
+            for (shard, applied) in parts::applied_ids(&op.op) {
+                if ids.contains(applied.as_str()) {
+                    continue;
+                }
+                let what = match shard {
+                    Some(s) => format!("its part on shard {s} ({applied}) is"),
+                    None => "it is".into(),
+                };
                 found.add(
                     format!("request {id}"),
                     format!(
-                        "acknowledged, but not among {}'s applied request ids",
+                        "acknowledged, but {what} not among {}'s applied request ids",
                         replica.node()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Rule 7.
+fn refused_reserves(facts: &Facts<'_>, found: &mut PerItem) {
+    let mut owners: BTreeMap<&str, usize> = BTreeMap::new();
+    for op in &facts.timeline.ops {
+        if let Op::Reserve { owner: Some(o), .. } = &op.op {
+            *owners.entry(o).or_default() += 1;
+        }
+    }
+    for op in &facts.timeline.ops {
+        let (
+            Op::Reserve {
+                owner: Some(owner), ..
+            },
+            Outcome::Refused { reason, .. },
+        ) = (&op.op, &op.outcome)
+        else {
+            continue;
+        };
+        if owners.get(owner.as_str()) != Some(&1) {
+            continue;
+        }
+        for replica in &facts.replicas {
+            let pending: Vec<&str> = replica
+                .by_owner
+                .get(owner.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|r| r.state == ReservationStatus::Pending)
+                .map(|r| r.id.as_str())
+                .collect();
+            if !pending.is_empty() {
+                found.add(
+                    format!("{} refused {reason}", op.describe()),
+                    format!(
+                        "{} still holds {} of owner {owner}",
+                        replica.node(),
+                        pending.join(", ")
                     ),
                 );
             }
@@ -210,5 +324,6 @@ pub fn check(facts: &Facts<'_>) -> Vec<Violation> {
     adjustments(facts, &mut found);
     not_found_after_ack(facts, &mut found);
     request_ids(facts, &mut found);
+    refused_reserves(facts, &mut found);
     found.into_violations().collect()
 }

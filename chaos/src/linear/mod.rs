@@ -51,6 +51,10 @@ fn describe_source(facts: &Facts<'_>, source: Source) -> String {
     match source {
         Source::Op(k) => facts.op(k).describe(),
         Source::Expiry(k) => format!("expiry of the hold made by {}", facts.op(k).describe()),
+        Source::Compensation(k) => format!(
+            "the coordinator's release of a part held by {}",
+            facts.op(k).describe()
+        ),
         Source::Final => "the replicas' final state".into(),
     }
 }

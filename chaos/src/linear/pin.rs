@@ -23,11 +23,27 @@
 //!   state;
 //! - adjustments of a row: by which subsets of their deltas add up to the
 //!   net units the replicas show ([`adjustments_by_sum`]).
+//!
+//! Cross-shard reservations ([`crate::parts`]) are pinned part by part,
+//! each part being an ordinary reservation on its shard:
+//! - an acknowledged one's expiry, and a confirm or release of it, by the
+//!   state of each part (a part whose confirmed units are all 0 is
+//!   released by the confirm); any confirm or release of a joined id,
+//!   refused ones included, counts as a possible resolver, since parts
+//!   act one by one;
+//! - a cross-shard reserve that was not acknowledged, per planned part, by
+//!   the one reservation of its owner on the part's shard
+//!   ([`Pins::unheld_part`]): absent, it was never held; pending, held and
+//!   kept; released, held and released by the coordinator (an
+//!   all-or-nothing refusal releases the parts it held); expired, held and
+//!   expired;
+//! - with applied request ids listed, by each part's derived id.
 
 use super::row_model::ExpiryKey;
 use crate::facts::{Agreed, Facts, RowKey, Signature};
 use crate::final_state::ReservationStatus;
 use crate::history::{Op, OpResult};
+use crate::parts::{self, HeldPart, PartOp};
 use crate::timeline::{LogicalOp, Outcome};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,6 +111,28 @@ pub fn adjustments_by_sum(deltas: &[i64], target: i64) -> Option<Vec<Presence>> 
     Some(pinned)
 }
 
+/// What became of one part of a cross-shard reserve that no client was
+/// told about ([`Pins::unheld_part`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartFate {
+    /// Whether it was held.
+    pub hold: Presence,
+    /// Whether it then expired.
+    pub expiry: Presence,
+    /// Whether the coordinator released it (refusing the reserve).
+    pub release: Presence,
+}
+
+impl PartFate {
+    fn all(p: Presence) -> Self {
+        PartFate {
+            hold: p,
+            expiry: p,
+            release: p,
+        }
+    }
+}
+
 /// What the final state says about the open operations of a history.
 pub struct Pins<'f> {
     facts: &'f Facts<'f>,
@@ -107,6 +145,8 @@ pub struct Pins<'f> {
     /// (reservation id, op name) → confirms or releases acknowledged or
     /// open.
     resolutions: BTreeMap<(&'f str, &'static str), usize>,
+    /// Joined id → confirms and releases of it, whatever their outcome.
+    joined_resolvers: BTreeMap<&'f str, usize>,
     /// Reserves per owner id (an owner matches exactly only if unique).
     owners: BTreeMap<&'f str, usize>,
     /// Reservations some extend names (their expiry time may have moved).
@@ -121,7 +161,14 @@ impl<'f> Pins<'f> {
         let mut resolutions: BTreeMap<(&'f str, &'static str), usize> = BTreeMap::new();
         let mut owners: BTreeMap<&'f str, usize> = BTreeMap::new();
         let mut extended: BTreeSet<&'f str> = BTreeSet::new();
+        let mut joined_resolvers: BTreeMap<&'f str, usize> = BTreeMap::new();
         for op in &facts.timeline.ops {
+            if let Op::Confirm { reservation_id, .. } | Op::Release { reservation_id, .. } = &op.op
+            {
+                if parts::is_joined(reservation_id) {
+                    *joined_resolvers.entry(reservation_id).or_default() += 1;
+                }
+            }
             match (&op.op, &op.outcome) {
                 (Op::Reserve { owner: Some(o), .. }, _) => *owners.entry(o).or_default() += 1,
                 (Op::Extend { reservation_id, .. }, _) => {
@@ -144,6 +191,7 @@ impl<'f> Pins<'f> {
             unexplained: facts.agreed_unexplained(),
             unknown_reserves: facts.unknown_reserves(),
             resolutions,
+            joined_resolvers,
             owners,
             extended,
             adjustments: pin_adjustments(facts),
@@ -151,12 +199,96 @@ impl<'f> Pins<'f> {
     }
 
     /// `Never` if the replicas list their applied request ids and none
-    /// has this operation's.
+    /// has any this operation is applied under (for a cross-shard call,
+    /// its parts' derived ids).
     fn by_request_id(&self, op: &LogicalOp) -> Presence {
-        match (&self.applied, op.op.request_id()) {
-            (Some(ids), Some(id)) if !ids.contains(id) => Presence::Never,
+        let Some(ids) = &self.applied else {
+            return Presence::Maybe;
+        };
+        let applied = parts::applied_ids(&op.op);
+        if !applied.is_empty() && applied.iter().all(|(_, id)| !ids.contains(id.as_str())) {
+            Presence::Never
+        } else {
+            Presence::Maybe
+        }
+    }
+
+    /// `Never` if the replicas list their applied request ids and none has
+    /// `id`.
+    fn by_applied_id(&self, id: &str) -> Presence {
+        match &self.applied {
+            Some(ids) if !ids.contains(id) => Presence::Never,
             _ => Presence::Maybe,
         }
+    }
+
+    /// What became of the part on `shard` (lines `sig`) of a cross-shard
+    /// reserve that was not acknowledged (unknown or refused), whose parts
+    /// are on `shards`: by the one reservation of the reserve's owner on
+    /// that shard, when the owner is unique in the history; else by lines,
+    /// as an ordinary reserve of unknown outcome.
+    pub fn unheld_part(
+        &self,
+        op: &LogicalOp,
+        shards: &[u32],
+        shard: u32,
+        sig: &Signature,
+    ) -> PartFate {
+        let Some(base) = op.op.request_id() else {
+            return PartFate::all(Presence::Maybe);
+        };
+        let id = parts::part_request_id(base, PartOp::Reserve, shard, shards);
+        if self.by_applied_id(&id) == Presence::Never {
+            return PartFate::all(Presence::Never);
+        }
+        let owner = match &op.op {
+            Op::Reserve { owner: Some(o), .. } if self.owners.get(o.as_str()) == Some(&1) => {
+                Some(o)
+            }
+            _ => None,
+        };
+        let Some(owner) = owner else {
+            let (hold, expiry) = self.by_signature(sig);
+            let release = match hold {
+                Presence::Never => Presence::Never,
+                _ => Presence::Maybe,
+            };
+            return PartFate {
+                hold,
+                expiry,
+                release,
+            };
+        };
+        use Presence::{Certain, Never};
+        let fate = |hold, expiry, release| PartFate {
+            hold,
+            expiry,
+            release,
+        };
+        match self.facts.agreed_owned_on(owner, shard, sig) {
+            Agreed::Same(None) => PartFate::all(Never),
+            Agreed::Same(Some(ReservationStatus::Expired)) => fate(Certain, Certain, Never),
+            Agreed::Same(Some(ReservationStatus::Released)) => fate(Certain, Never, Certain),
+            Agreed::Same(Some(_)) => fate(Certain, Never, Never),
+            Agreed::Differ | Agreed::NoReplicas => PartFate::all(Presence::Maybe),
+        }
+    }
+
+    /// Presence of a reservation with lines `sig` that no client was told
+    /// about, and of its expiry, by counting such reservations against the
+    /// reserves that may have made them.
+    fn by_signature(&self, sig: &Signature) -> (Presence, Presence) {
+        let Agreed::Same(unexplained) = &self.unexplained else {
+            return (Presence::Maybe, Presence::Maybe);
+        };
+        let (found, expired) = unexplained.get(sig).copied().unwrap_or((0, 0));
+        let unknown = self.unknown_reserves.get(sig).copied().unwrap_or(0);
+        let presence = |n: usize| match n {
+            0 => Presence::Never,
+            n if n == unknown && found == unknown => Presence::Certain,
+            _ => Presence::Maybe,
+        };
+        (presence(found), presence(expired))
     }
 
     /// Presence of an unknown reserve's hold, and of its expiry.
@@ -180,21 +312,26 @@ impl<'f> Pins<'f> {
                 Agreed::Differ | Agreed::NoReplicas => {}
             }
         }
-        let Agreed::Same(unexplained) = &self.unexplained else {
-            return (Presence::Maybe, Presence::Maybe);
-        };
-        let (found, expired) = unexplained.get(sig).copied().unwrap_or((0, 0));
-        let unknown = self.unknown_reserves.get(sig).copied().unwrap_or(0);
-        let presence = |n: usize| match n {
-            0 => Presence::Never,
-            n if n == unknown && found == unknown => Presence::Certain,
-            _ => Presence::Maybe,
-        };
-        (presence(found), presence(expired))
+        self.by_signature(sig)
     }
 
-    /// Presence of an acknowledged reservation's expiry.
+    /// Presence of an acknowledged reservation's expiry; of a joined id
+    /// taken as a whole (`Certain` if every part expired, `Never` if none
+    /// can have), for callers that cannot tell its parts apart.
     pub fn expiry(&self, id: &str) -> Presence {
+        if parts::is_joined(id) {
+            let each: Vec<Presence> = parts::part_ids(id)
+                .into_iter()
+                .map(|p| self.expiry(p))
+                .collect();
+            return if each.iter().all(|&p| p == Presence::Certain) {
+                Presence::Certain
+            } else if each.iter().all(|&p| p == Presence::Never) {
+                Presence::Never
+            } else {
+                Presence::Maybe
+            };
+        }
         match self.facts.agreed_status(id) {
             Agreed::Same(Some(ReservationStatus::Expired)) => Presence::Certain,
             Agreed::Same(Some(_)) => Presence::Never,
@@ -223,6 +360,41 @@ impl<'f> Pins<'f> {
         }
     }
 
+    /// Presence of the effect on `part` of a confirm or release of the
+    /// cross-shard reservation `id` whose answer did not say it (unknown,
+    /// or refused naming another part): `want` is the state it leaves the
+    /// part in.
+    pub fn part_resolution(
+        &self,
+        op: &LogicalOp,
+        id: &str,
+        part: &HeldPart<'_>,
+        want: ReservationStatus,
+    ) -> Presence {
+        let (part_op, Some(base)) = (
+            match op.op {
+                Op::Confirm { .. } => PartOp::Confirm,
+                Op::Release { .. } => PartOp::Release,
+                _ => return Presence::Maybe,
+            },
+            op.op.request_id(),
+        ) else {
+            return Presence::Maybe;
+        };
+        if let Some(shards) = parts::shards_of_id(id) {
+            let applied = parts::part_request_id(base, part_op, part.shard, &shards);
+            if self.by_applied_id(&applied) == Presence::Never {
+                return Presence::Never;
+            }
+        }
+        let alone = self.joined_resolvers.get(id) == Some(&1);
+        match self.facts.agreed_status(part.id) {
+            Agreed::Same(Some(state)) if state != want => Presence::Never,
+            Agreed::Same(Some(_)) if alone => Presence::Certain,
+            _ => Presence::Maybe,
+        }
+    }
+
     /// Presence of the adjustment of unknown outcome at index `k`.
     pub fn unknown_adjustment(&self, k: usize, op: &LogicalOp) -> Presence {
         match (self.by_request_id(op), self.adjustments.get(&k)) {
@@ -244,7 +416,9 @@ impl<'f> Pins<'f> {
         else {
             return None;
         };
-        if self.extended.contains(reservation_id.as_str()) {
+        // A part's own expiry is not answered (a cross-shard reserve answers
+        // the earliest), so its order is unknown.
+        if self.extended.contains(reservation_id.as_str()) || parts::is_joined(reservation_id) {
             return None;
         }
         let engine_id = reservation_id

@@ -6,6 +6,18 @@
 //! history to be linearizable but not sufficient; the conservation and
 //! lost-ack checks cover a reservation as a whole.
 //!
+//! A cross-shard reserve ([`crate::parts`]) is one ordinary reservation
+//! per shard, and each row belongs to one part, so its rows are projected
+//! part by part: an acknowledged one holds every row, each part expiring
+//! on its own. One that was not acknowledged (unknown, or refused: an
+//! all-or-nothing refusal releases the parts it held first) may have held
+//! each part independently, and each held part may since have been
+//! released by the coordinator or have expired; the final state pins each
+//! part ([`super::pin::Pins::unheld_part`]). A confirm or release of a
+//! joined id acts part by part, so an answer that is not `Ok` (unknown,
+//! or `RESERVATION_NOT_PENDING` naming one part) leaves the other parts
+//! possibly resolved.
+//!
 //! Timing: an operation with a definite outcome spans from its first invoke
 //! to its first definite answer; one with unknown outcome is open (may take
 //! effect any time after its first invoke, or never). Besides client
@@ -25,9 +37,12 @@ use super::search::Operation;
 use crate::facts::{
     allocations_per_row, lines_per_row, signature_of_request, sold_per_row, Agreed, Facts, RowKey,
 };
+use crate::final_state::ReservationStatus;
 use crate::history::{Op, OpResult, ReserveLine};
+use crate::parts::{self, HeldPart, PlannedPart};
 use crate::timeline::Outcome;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// Where a row operation came from, for reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +51,9 @@ pub enum Source {
     Op(usize),
     /// Expiry of the reservation created by the reserve at this index.
     Expiry(usize),
+    /// The coordinator's release of a part held by the cross-shard
+    /// reserve at this index, which was refused.
+    Compensation(usize),
     /// The replicas' final state.
     Final,
 }
@@ -151,6 +169,20 @@ impl<'a, 'f> Projector<'a, 'f> {
         }
     }
 
+    /// As [`Projector::window`], but a certain effect of an operation
+    /// answered at `answered` took place before that answer.
+    fn window_until(
+        &self,
+        call: u64,
+        presence: Presence,
+        answered: Option<u64>,
+    ) -> Option<(u64, Option<u64>)> {
+        match (presence, answered) {
+            (Presence::Certain, Some(at)) => Some((call, Some(at))),
+            _ => self.window(call, presence),
+        }
+    }
+
     fn row(&mut self, row: &RowKey) -> &mut RowHistory {
         let facts = self.facts;
         self.rows
@@ -177,6 +209,9 @@ impl<'a, 'f> Projector<'a, 'f> {
         let Op::Reserve { lines, .. } = &op.op else {
             return;
         };
+        if let (Some(plan), false) = (parts::plan_of(&op.op), op.ok_result().is_some()) {
+            self.unheld_parts(k, lines, &plan);
+        }
         match &op.outcome {
             Outcome::Ok { result, at_us } => self.reserve_ok(k, result, *at_us),
             Outcome::Refused {
@@ -194,8 +229,48 @@ impl<'a, 'f> Projector<'a, 'f> {
                     )),
                 }
             }
-            Outcome::Unknown => self.reserve_unknown(k, lines),
-            Outcome::Refused { .. } | Outcome::NotApplied => {}
+            Outcome::Unknown if parts::plan_of(&op.op).is_none() => self.reserve_unknown(k, lines),
+            Outcome::Unknown | Outcome::Refused { .. } | Outcome::NotApplied => {}
+        }
+    }
+
+    /// The parts of a cross-shard reserve that was not acknowledged: per
+    /// part, an open (or pinned) hold on each of its rows, and its
+    /// possible end, a compensating release or an expiry.
+    fn unheld_parts(&mut self, k: usize, lines: &[ReserveLine], plan: &[PlannedPart]) {
+        let op = self.facts.op(k);
+        let answered = match &op.outcome {
+            Outcome::Refused { at_us, .. } => Some(*at_us),
+            _ => None,
+        };
+        let shards = parts::shards(plan);
+        for part in plan {
+            let part_lines = parts::part_lines(lines, part);
+            let sig = signature_of_request(&part_lines);
+            let fate = self.pins.unheld_part(op, &shards, part.shard, &sig);
+            let Some((call, hold_ret)) = self.window_until(op.invoke_us(), fate.hold, answered)
+            else {
+                continue;
+            };
+            let release = self.window_until(call, fate.release, answered);
+            let expiry = self.window(call, fate.expiry);
+            for (row, units) in lines_per_row(&part_lines) {
+                let res = self.reservation(&row, k, units);
+                let hold = RowOp::Hold {
+                    res,
+                    available_after: None,
+                };
+                self.row(&row).push(call, hold_ret, hold, Source::Op(k));
+                if let Some((call, ret)) = release {
+                    let release = RowOp::Release { res };
+                    self.row(&row)
+                        .push(call, ret, release, Source::Compensation(k));
+                }
+                if let Some((call, ret)) = expiry {
+                    let expire = RowOp::Expire { res };
+                    self.row(&row).push(call, ret, expire, Source::Expiry(k));
+                }
+            }
         }
     }
 
@@ -206,17 +281,25 @@ impl<'a, 'f> Projector<'a, 'f> {
             return;
         };
         let call = self.facts.op(k).invoke_us();
-        let expiry = self.window(call, self.pins.expiry(reservation_id));
-        for (row, share) in allocations_per_row(self.facts.allocations(k)) {
-            let res = self.reservation(&row, k, share.units);
-            let hold = RowOp::Hold {
-                res,
-                available_after: share.available_after,
-            };
-            self.row(&row).push(call, Some(at_us), hold, Source::Op(k));
-            if let Some((call, ret)) = expiry {
-                let expire = RowOp::Expire { res };
-                self.row(&row).push(call, ret, expire, Source::Expiry(k));
+        let allocations = self.facts.allocations(k);
+        // Each part of a cross-shard reservation expires on its own.
+        let groups: Vec<(Range<usize>, &str)> = match self.facts.held_parts(k) {
+            Some(held) => held.into_iter().map(|p| (p.allocations, p.id)).collect(),
+            None => vec![(0..allocations.len(), reservation_id.as_str())],
+        };
+        for (range, id) in groups {
+            let expiry = self.window(call, self.pins.expiry(id));
+            for (row, share) in allocations_per_row(&allocations[range]) {
+                let res = self.reservation(&row, k, share.units);
+                let hold = RowOp::Hold {
+                    res,
+                    available_after: share.available_after,
+                };
+                self.row(&row).push(call, Some(at_us), hold, Source::Op(k));
+                if let Some((call, ret)) = expiry {
+                    let expire = RowOp::Expire { res };
+                    self.row(&row).push(call, ret, expire, Source::Expiry(k));
+                }
             }
         }
     }
@@ -272,7 +355,8 @@ impl<'a, 'f> Projector<'a, 'f> {
         let Some(id) = op.op.reservation_id() else {
             return;
         };
-        if op.outcome == Outcome::NotApplied {
+        let joined_not_ok = parts::is_joined(id) && op.ok_result().is_none();
+        if op.outcome == Outcome::NotApplied && !joined_not_ok {
             return;
         }
         let Some(reserve) = self.facts.reserve_of(id) else {
@@ -281,6 +365,9 @@ impl<'a, 'f> Projector<'a, 'f> {
                 op.describe()
             ));
         };
+        if joined_not_ok {
+            return self.resolve_parts(k, id, reserve);
+        }
         let allocations = self.facts.allocations(reserve);
         let call = op.invoke_us();
         let (ret, definite_reason) = match &op.outcome {
@@ -322,6 +409,89 @@ impl<'a, 'f> Projector<'a, 'f> {
                 _ => continue,
             };
             self.row(&row).push(call, ret, row_op, Source::Op(k));
+        }
+    }
+
+    /// A confirm or release of the cross-shard reservation `id` (made by
+    /// reserve `reserve`) that was not answered `Ok`: it may have acted on
+    /// every part but one named `RESERVATION_NOT_PENDING`, part by part
+    /// as the final state tells ([`Pins::part_resolution`]). Without the
+    /// parts' allocations, every row may have been resolved.
+    fn resolve_parts(&mut self, k: usize, id: &str, reserve: usize) {
+        let op = self.facts.op(k);
+        let (quantities, plain_want) = match &op.op {
+            Op::Confirm { quantities, .. } => (quantities.as_deref(), ReservationStatus::Confirmed),
+            Op::Release { .. } => (None, ReservationStatus::Released),
+            _ => return,
+        };
+        let allocations = self.facts.allocations(reserve);
+        if quantities.is_some_and(|q| q.len() != allocations.len()) {
+            return self.notes.push(format!(
+                "{}: quantities do not match the reservation's {} allocations; not judged",
+                op.describe(),
+                allocations.len()
+            ));
+        }
+        let (answered, not_pending) = match &op.outcome {
+            Outcome::Refused {
+                at_us,
+                reason,
+                metadata,
+                ..
+            } => (
+                Some(*at_us),
+                metadata
+                    .get("part")
+                    .filter(|_| reason == "RESERVATION_NOT_PENDING"),
+            ),
+            _ => (None, None),
+        };
+        let held = self.facts.held_parts(reserve);
+        let groups: Vec<(Range<usize>, Option<&HeldPart<'_>>)> = match &held {
+            Some(held) => held
+                .iter()
+                .map(|p| (p.allocations.clone(), Some(p)))
+                .collect(),
+            None => vec![(0..allocations.len(), None)],
+        };
+        let call = op.invoke_us();
+        for (range, part) in groups {
+            let slice = &allocations[range.clone()];
+            let asked = quantities.map(|q| &q[range]);
+            if let (Some(p), Some(named)) = (part, not_pending) {
+                if p.id == named.as_str() {
+                    for (row, share) in allocations_per_row(slice) {
+                        let res = self.reservation(&row, reserve, share.units);
+                        let seen = RowOp::NotPending { res };
+                        self.row(&row).push(call, answered, seen, Source::Op(k));
+                    }
+                    continue;
+                }
+            }
+            // A part whose confirmed units are all 0 is released.
+            let want = match asked {
+                Some(q) if q.iter().all(|&u| u == 0) => ReservationStatus::Released,
+                _ => plain_want,
+            };
+            let presence = match part {
+                Some(p) => self.pins.part_resolution(op, id, p, want),
+                None => Presence::Maybe,
+            };
+            let Some((call, ret)) = self.window_until(call, presence, answered) else {
+                continue;
+            };
+            let sold = sold_per_row(slice, asked).unwrap_or_default();
+            for (row, share) in allocations_per_row(slice) {
+                let res = self.reservation(&row, reserve, share.units);
+                let row_op = match op.op {
+                    Op::Confirm { .. } => RowOp::Confirm {
+                        res,
+                        units: sold.get(&row).copied().unwrap_or(0),
+                    },
+                    _ => RowOp::Release { res },
+                };
+                self.row(&row).push(call, ret, row_op, Source::Op(k));
+            }
         }
     }
 

@@ -126,6 +126,14 @@ pub fn completion_of(error: &Error) -> Completion {
             }
             refused("FAILED_PRECONDITION", metadata)
         }
+        Error::ReservationNotPending {
+            part: Some(part), ..
+        } => {
+            // The part of a cross-shard reservation that was not pending;
+            // the others did what the call asked (the checker needs which).
+            let metadata = BTreeMap::from([("part".to_string(), part.clone())]);
+            refused("FAILED_PRECONDITION", metadata)
+        }
         Error::LimitExceeded { .. }
         | Error::ReservationNotPending { .. }
         | Error::OnHandMismatch { .. }

@@ -8,9 +8,14 @@
 //!   then confirms, releases or walks away (some holds have a 1-3 s TTL and
 //!   expire). Fresh SKUs per round keep each row's history small for the
 //!   linearizability search.
-//! - `mixed`: 40 SKUs at 2 locations per round; reserves of 1-3 lines that
-//!   all hash to one shard, stock adjustments up and down, partial
-//!   confirms, releases, linearizable reads.
+//! - `mixed`: 40 SKUs at 2 locations per round; reserves of 1-3 lines, of
+//!   which one multi-line reserve in `CROSS_SHARD_ONE_IN` is cross-shard
+//!   (its other lines' SKUs hash to other shards than the first's; the
+//!   server holds it as one part per shard and answers a joined id), the
+//!   rest within one shard; stock adjustments up and down, whole and
+//!   partial confirms, releases, linearizable reads. Cross-shard
+//!   reservations are confirmed, released, left to expire and retried
+//!   like the others.
 //!
 //! An operation that ends *unknown* is kept; later the worker sends it
 //! again, same request id and body (and after the run, once healed, every
@@ -36,6 +41,8 @@ const FLASH_UNITS: i64 = 100;
 const MIXED_SKUS: usize = 40;
 const MIXED_LOCATIONS: [&str; 2] = ["L1", "L2"];
 const MIXED_UNITS: i64 = 50;
+/// One multi-line `mixed` reserve in this many spans several shards.
+const CROSS_SHARD_ONE_IN: u32 = 4;
 /// Hold duration of a reserve that is not meant to expire: longer than
 /// any run.
 const TTL_LONG_MS: u64 = 3_600_000;
@@ -242,14 +249,25 @@ impl Worker {
         }
     }
 
-    async fn reserve(&mut self, lines: Vec<ReserveLine>) {
+    /// Reserves `lines`. A reserve whose lines hash to several shards
+    /// records each line's shard (the checker maps it onto the parts the
+    /// server makes); any other records its one shard.
+    async fn reserve(&mut self, mut lines: Vec<ReserveLine>) {
         let request_id = self.request_id("r");
         let ttl_ms = if self.rng.u32(..8) == 0 {
             self.rng.u64(TTL_SHORT_MS)
         } else {
             TTL_LONG_MS
         };
-        let shard = Some(shard_of(&lines[0].sku, self.shared.shards));
+        let shards = self.shared.shards;
+        let first = shard_of(&lines[0].sku, shards);
+        let cross = lines.iter().any(|l| shard_of(&l.sku, shards) != first);
+        if cross {
+            for l in &mut lines {
+                l.shard = Some(shard_of(&l.sku, shards));
+            }
+        }
+        let shard = (!cross).then_some(first);
         let op = Op::Reserve {
             owner: Some(request_id.clone()),
             request_id,
@@ -269,6 +287,7 @@ impl Worker {
             sku,
             location: self.shared.locations()[0].to_string(),
             quantity: self.rng.i64(1..=2),
+            shard: None,
         };
         self.reserve(vec![line]).await;
     }
@@ -284,21 +303,8 @@ impl Worker {
         };
         match self.rng.u32(..10) {
             0..=5 => {
-                let first = skus[self.rng.usize(..skus.len())].clone();
-                let shard = shard_of(&first, self.shared.shards);
-                let same: Vec<&String> = skus
-                    .iter()
-                    .filter(|s| **s != first && shard_of(s, self.shared.shards) == shard)
-                    .collect();
-                let mut lines = vec![first.clone()];
-                for _ in 0..self.rng.usize(0..=2) {
-                    if let Some(s) = same.get(self.rng.usize(..same.len().max(1))) {
-                        if !lines.contains(s) {
-                            lines.push((*s).clone());
-                        }
-                    }
-                }
-                let lines = lines
+                let lines = self
+                    .reserve_skus(&skus)
                     .into_iter()
                     .map(|sku| {
                         let (sku, location) = pick_row(&mut self.rng, &sku);
@@ -306,6 +312,7 @@ impl Worker {
                             sku,
                             location,
                             quantity: self.rng.i64(1..=3),
+                            shard: None,
                         }
                     })
                     .collect();
@@ -342,6 +349,30 @@ impl Worker {
                     .await;
             }
         }
+    }
+
+    /// The SKUs of one `mixed` reserve, 1-3 distinct: a random first one,
+    /// and further ones from its shard or, for one multi-line reserve in
+    /// `CROSS_SHARD_ONE_IN`, from the other shards.
+    fn reserve_skus(&mut self, skus: &[String]) -> Vec<String> {
+        let shards = self.shared.shards;
+        let first = skus[self.rng.usize(..skus.len())].clone();
+        let shard = shard_of(&first, shards);
+        let more = self.rng.usize(0..=2);
+        let cross = more > 0 && self.rng.u32(..CROSS_SHARD_ONE_IN) == 0;
+        let pool: Vec<&String> = skus
+            .iter()
+            .filter(|s| **s != first && (shard_of(s, shards) == shard) != cross)
+            .collect();
+        let mut chosen = vec![first];
+        for _ in 0..more {
+            if let Some(s) = pool.get(self.rng.usize(..pool.len().max(1))) {
+                if !chosen.contains(s) {
+                    chosen.push((*s).clone());
+                }
+            }
+        }
+        chosen
     }
 
     /// Confirms (wholly or, in `mixed`, partly) or releases a hold this

@@ -121,6 +121,7 @@ pub fn reserve(request_id: &str, quantity: i64) -> Op {
             sku: SKU.into(),
             location: LOC.into(),
             quantity,
+            shard: None,
         }],
         owner: None,
         shard: None,
