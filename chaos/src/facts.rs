@@ -480,20 +480,7 @@ impl<'a> Facts<'a> {
     /// on every replica (`None`: no reservation has that owner). `Differ`
     /// if replicas disagree, or one has several or other lines.
     pub fn agreed_owned(&self, owner: &str, sig: &Signature) -> Agreed<Option<ReservationStatus>> {
-        let mut seen = self.replicas.iter().map(|r| {
-            match r.by_owner.get(owner).map(Vec::as_slice).unwrap_or_default() {
-                [] => Some(None),
-                [one] if signature_of_reservation(&one.lines) == *sig => Some(Some(one.state)),
-                _ => None,
-            }
-        });
-        let Some(first) = seen.next() else {
-            return Agreed::NoReplicas;
-        };
-        match first {
-            Some(first) if seen.all(|other| other == Some(first)) => Agreed::Same(first),
-            _ => Agreed::Differ,
-        }
+        self.agreed_owned_where(owner, sig, |_| true)
     }
 
     /// The state of the one reservation owned by `owner` on `shard` with
@@ -506,16 +493,27 @@ impl<'a> Facts<'a> {
         shard: u32,
         sig: &Signature,
     ) -> Agreed<Option<ReservationStatus>> {
+        self.agreed_owned_where(owner, sig, |r| parts::shard_of_id(&r.id) == Some(shard))
+    }
+
+    /// [`Facts::agreed_owned`] among the reservations of `owner` that `keep`
+    /// accepts.
+    fn agreed_owned_where(
+        &self,
+        owner: &str,
+        sig: &Signature,
+        keep: impl Fn(&FinalReservation) -> bool,
+    ) -> Agreed<Option<ReservationStatus>> {
         let mut seen = self.replicas.iter().map(|r| {
-            let on_shard: Vec<&FinalReservation> = r
+            let owned: Vec<&FinalReservation> = r
                 .by_owner
                 .get(owner)
                 .into_iter()
                 .flatten()
-                .filter(|x| parts::shard_of_id(&x.id) == Some(shard))
+                .filter(|x| keep(x))
                 .copied()
                 .collect();
-            match on_shard[..] {
+            match owned[..] {
                 [] => Some(None),
                 [one] if signature_of_reservation(&one.lines) == *sig => Some(Some(one.state)),
                 _ => None,
