@@ -170,6 +170,19 @@ fn stocked() -> History {
     h
 }
 
+/// [`stocked`], then reserve `r1` (2 of A, 3 of B) acknowledged as the
+/// cross-shard reservation `0-1+1-1`.
+fn stocked_with_r1() -> History {
+    let mut h = stocked();
+    h.call(
+        1,
+        (30, 40),
+        reserve("r1", 2, 3),
+        reserved("0-1+1-1", (2, 8), (3, 7)),
+    );
+    h
+}
+
 /// An ABORTED answer: a part's outcome was unknown.
 fn aborted(h: &mut History, process: u64, time_us: u64) {
     h.entries.push(Entry::Refused {
@@ -203,24 +216,18 @@ fn assert_passes(r: &Report) {
 /// the server confirms A's part and releases B's.
 #[test]
 fn a_cross_shard_reserve_and_partial_confirm_pass() {
-    let mut h = stocked();
-    h.call(
-        1,
-        (30, 40),
-        reserve("r1", 2, 3),
-        reserved("0-1+1-1", (2, 8), (3, 7)),
-    )
-    .call(2, (45, 50), read(B), availability(10, 3))
-    .call(
-        1,
-        (60, 70),
-        confirm("c1", "0-1+1-1", Some(vec![2, 0])),
-        OpResult::Confirmed {
-            units_confirmed: 2,
-            units_released: 3,
-        },
-    )
-    .call(2, (80, 90), read(A), availability(8, 0));
+    let mut h = stocked_with_r1();
+    h.call(2, (45, 50), read(B), availability(10, 3))
+        .call(
+            1,
+            (60, 70),
+            confirm("c1", "0-1+1-1", Some(vec![2, 0])),
+            OpResult::Confirmed {
+                units_confirmed: 2,
+                units_released: 3,
+            },
+        )
+        .call(2, (80, 90), read(A), availability(8, 0));
     let r = h.check(&three(
         (8, 0),
         (10, 0),
@@ -287,13 +294,7 @@ fn an_unknown_cross_shard_reserve_is_judged_part_by_part() {
 /// expired: A's part was confirmed all the same.
 #[test]
 fn a_confirm_refused_on_one_part_may_have_confirmed_the_others() {
-    let mut h = stocked();
-    h.call(
-        1,
-        (30, 40),
-        reserve("r1", 2, 3),
-        reserved("0-1+1-1", (2, 8), (3, 7)),
-    );
+    let mut h = stocked_with_r1();
     h.invoke(1, 5_000, confirm("c1", "0-1+1-1", None));
     refused_with(&mut h, 1, 5_010, "RESERVATION_NOT_PENDING", ("part", "1-1"));
     h.call(2, (5_020, 5_030), read(A), availability(8, 0));
@@ -312,14 +313,8 @@ fn a_confirm_refused_on_one_part_may_have_confirmed_the_others() {
 /// client's: present, it passes; one part's missing, it is lost.
 #[test]
 fn applied_request_ids_are_the_parts_derived_ids() {
-    let mut h = stocked();
+    let mut h = stocked_with_r1();
     h.call(
-        1,
-        (30, 40),
-        reserve("r1", 2, 3),
-        reserved("0-1+1-1", (2, 8), (3, 7)),
-    )
-    .call(
         1,
         (50, 60),
         release("x1", "0-1+1-1"),
@@ -358,13 +353,7 @@ fn applied_request_ids_are_the_parts_derived_ids() {
 /// shard 1 on one replica.
 #[test]
 fn a_lost_part_is_caught() {
-    let mut h = stocked();
-    h.call(
-        1,
-        (30, 40),
-        reserve("r1", 2, 3),
-        reserved("0-1+1-1", (2, 8), (3, 7)),
-    );
+    let h = stocked_with_r1();
     let parts = [
         ("0-1", Pending, A, 2, 0, "r1"),
         ("1-1", Pending, B, 3, 0, "r1"),
@@ -384,14 +373,8 @@ fn a_lost_part_is_caught() {
 /// pending.
 #[test]
 fn a_part_left_unconfirmed_is_caught() {
-    let mut h = stocked();
+    let mut h = stocked_with_r1();
     h.call(
-        1,
-        (30, 40),
-        reserve("r1", 2, 3),
-        reserved("0-1+1-1", (2, 8), (3, 7)),
-    )
-    .call(
         1,
         (50, 60),
         confirm("c1", "0-1+1-1", None),
@@ -416,13 +399,7 @@ fn a_part_left_unconfirmed_is_caught() {
 /// the reserve's owner with its lines).
 #[test]
 fn a_part_applied_twice_is_caught() {
-    let mut h = stocked();
-    h.call(
-        1,
-        (30, 40),
-        reserve("r1", 2, 3),
-        reserved("0-1+1-1", (2, 8), (3, 7)),
-    );
+    let h = stocked_with_r1();
     let r = h.check(&three(
         (10, 2),
         (10, 6),
@@ -443,13 +420,7 @@ fn a_part_applied_twice_is_caught() {
 /// Design §1.3: a part's derived request id applied twice on a replica.
 #[test]
 fn a_part_request_id_applied_twice_is_caught() {
-    let mut h = stocked();
-    h.call(
-        1,
-        (30, 40),
-        reserve("r1", 2, 3),
-        reserved("0-1+1-1", (2, 8), (3, 7)),
-    );
+    let h = stocked_with_r1();
     let mut state = three(
         (10, 2),
         (10, 3),
@@ -476,14 +447,8 @@ fn a_part_request_id_applied_twice_is_caught() {
 /// Design §1.3: one part handed out in two joined reservations.
 #[test]
 fn a_part_in_two_reservations_is_caught() {
-    let mut h = stocked();
+    let mut h = stocked_with_r1();
     h.call(
-        1,
-        (30, 40),
-        reserve("r1", 2, 3),
-        reserved("0-1+1-1", (2, 8), (3, 7)),
-    )
-    .call(
         2,
         (50, 60),
         reserve("r2", 1, 3),
@@ -537,14 +502,8 @@ fn an_oversell_through_a_part_is_caught() {
 /// later read of B cannot see it unheld while the part stays pending.
 #[test]
 fn a_read_missing_a_held_part_is_caught() {
-    let mut h = stocked();
-    h.call(
-        1,
-        (30, 40),
-        reserve("r1", 2, 3),
-        reserved("0-1+1-1", (2, 8), (3, 7)),
-    )
-    .call(2, (50, 60), read(B), availability(10, 0));
+    let mut h = stocked_with_r1();
+    h.call(2, (50, 60), read(B), availability(10, 0));
     let r = h.check(&three(
         (10, 2),
         (10, 3),
