@@ -17,9 +17,12 @@
 //!
 //! The driver is the only owner of shard state, so apply needs no locks.
 
-use super::messages::{Inbound, ProposeResult, ReadQuery, ReadResult, ShardStatus};
+use super::messages::{
+    BatchProposeResult, Inbound, ProposeResult, ReadQuery, ReadResult, ShardStatus,
+};
 use super::shard::{PendingEntry, PendingRead, Shard};
 use super::stats::{DriverStats, FSYNC_SECONDS_METRIC};
+use super::waiters::{self, Reply};
 use super::{Routing, Transport};
 use crate::config::{NodeConfig, BATCH_COMMANDS_MAX};
 use crate::events::EventLog;
@@ -214,9 +217,21 @@ impl Driver {
                 command,
                 reply,
             } => match self.shards.get_mut(shard as usize) {
-                Some(s) => s.queued.push((command, Some(reply))),
+                Some(s) => s.queued.push(command, Reply::One(reply)),
                 None => {
                     let _ = reply.send(ProposeResult::Aborted {
+                        why: "no such shard",
+                    });
+                }
+            },
+            Inbound::ProposeBatch {
+                shard,
+                commands,
+                reply,
+            } => match self.shards.get_mut(shard as usize) {
+                Some(s) => s.queued.push_batch(commands, reply),
+                None => {
+                    let _ = reply.send(BatchProposeResult::Aborted {
                         why: "no such shard",
                     });
                 }
@@ -332,7 +347,7 @@ impl Driver {
                         request_id: RequestId(0),
                         kind: CommandKind::ExpireUpTo(ExpireUpTo { up_to_ms }),
                     };
-                    s.queued.push((command, None));
+                    s.queued.push(command, Reply::Nobody);
                 }
             }
         }
@@ -375,18 +390,12 @@ impl Driver {
     fn propose_queued(&mut self) {
         for s in &mut self.shards {
             while !s.queued.is_empty() {
-                let take = s.queued.len().min(BATCH_COMMANDS_MAX);
-                let batch: Vec<_> = s.queued.drain(..take).collect();
+                let (commands, waiters) = s.queued.take(BATCH_COMMANDS_MAX);
                 if s.raw.raft.state != StateRole::Leader {
                     let leader = Some(s.raw.raft.leader_id).filter(|&l| l != 0);
-                    for (_, waiter) in batch {
-                        if let Some(tx) = waiter {
-                            let _ = tx.send(ProposeResult::NotLeader { leader });
-                        }
-                    }
+                    waiters::not_leader(waiters, commands, leader);
                     continue;
                 }
-                let (commands, waiters): (Vec<Command>, Vec<_>) = batch.into_iter().unzip();
                 let stamp_ms = self.clock.stamp();
                 let data = log_codec::encode(stamp_ms, &commands);
                 let _span =
@@ -418,11 +427,7 @@ impl Driver {
                     }
                     Err(e) => {
                         debug!(shard = s.id, error = %e, "proposal dropped");
-                        for tx in waiters.into_iter().flatten() {
-                            let _ = tx.send(ProposeResult::Aborted {
-                                why: "proposal dropped by raft",
-                            });
-                        }
+                        waiters::abort(waiters, "proposal dropped by raft");
                     }
                 }
             }
@@ -767,7 +772,7 @@ fn open_shard(
         raw,
         storage,
         engine,
-        queued: Vec::new(),
+        queued: Default::default(),
         pending: Default::default(),
         reads: Default::default(),
         next_read_ctx: 0,

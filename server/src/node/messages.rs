@@ -19,6 +19,18 @@ pub enum Inbound {
         /// Where the answer goes.
         reply: oneshot::Sender<ProposeResult>,
     },
+    /// Propose several commands on a shard this node leads, in this order
+    /// and in one entry; answered once, after apply, with one outcome per
+    /// command. One `ReserveBatch` sends one per shard it touches, instead
+    /// of one `Propose` per item.
+    ProposeBatch {
+        /// The shard.
+        shard: u32,
+        /// The commands, in order.
+        commands: Vec<Command>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<BatchProposeResult>,
+    },
     /// A Raft message from a peer.
     Raft {
         /// The shard.
@@ -114,6 +126,10 @@ pub struct AppliedDetail {
     pub location_names: Vec<(u16, String)>,
     /// Log index the command was applied at.
     pub index: u64,
+    /// For a refusal that names a request line (out of stock, over a
+    /// customer limit): that line and its SKU as the command carried it, so
+    /// the reply can name the SKU without the caller keeping the request.
+    pub line_sku: Option<(u16, String)>,
 }
 
 /// The answer to a proposal.
@@ -133,6 +149,27 @@ pub enum ProposeResult {
     },
     /// The proposal was dropped or lost to a leader change; the command may
     /// or may not apply later: retrying with the same request id is safe.
+    Aborted {
+        /// Why.
+        why: &'static str,
+    },
+}
+
+/// The answer to a [`Inbound::ProposeBatch`].
+#[derive(Debug)]
+pub enum BatchProposeResult {
+    /// Applied: one outcome per command, in the order proposed.
+    Applied(Vec<(Outcome, AppliedDetail)>),
+    /// This node does not lead the shard (the leader's id if known); the
+    /// commands come back unproposed, so they can be sent to the leader.
+    NotLeader {
+        /// The leader, if known.
+        leader: Option<u64>,
+        /// The commands, as they were sent.
+        commands: Vec<Command>,
+    },
+    /// Dropped or lost to a leader change, as [`ProposeResult::Aborted`]:
+    /// the commands may or may not apply later.
     Aborted {
         /// Why.
         why: &'static str,

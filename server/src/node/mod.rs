@@ -12,6 +12,7 @@ pub mod messages;
 pub mod shard;
 pub mod stats;
 pub mod unsafe_early_ack;
+pub mod waiters;
 
 use crate::config::NodeConfig;
 use crate::events::EventLog;

@@ -8,11 +8,14 @@
 //! a retry with the same request id is safe because the engine deduplicates).
 
 use super::messages::{
-    AllocationView, AppliedDetail, DumpReservation, DumpRow, ListQuery, Party, ProposeResult,
-    ReadQuery, ReadResult, RowRead, ShardDump,
+    AllocationView, AppliedDetail, DumpReservation, DumpRow, ListQuery, Party, ReadQuery,
+    ReadResult, RowRead, ShardDump,
 };
+use super::waiters::{self, Queue, Waiter};
 use crate::log_codec;
-use holdfast_engine::{Command, Engine, Outcome, Refusal, ReservationState, Stamp, Success};
+use holdfast_engine::{
+    Command, CommandKind, Engine, Outcome, Refusal, ReservationState, Stamp, Success,
+};
 use holdfast_raft_store::ShardStorage;
 use raft::RawNode;
 use std::collections::BTreeMap;
@@ -24,15 +27,11 @@ use tokio::sync::oneshot;
 /// ledger's size.
 pub const LIST_SCAN_SLOTS: u32 = 65_536;
 
-/// Reply channel of one proposed command (`None` for the leader's own
-/// commands such as `ExpireUpTo`).
-pub type Waiter = Option<oneshot::Sender<ProposeResult>>;
-
 /// An entry proposed by this node, waiting to be applied.
 pub struct PendingEntry {
     /// Term the entry was proposed in.
     pub term: u64,
-    /// One waiter per command of the entry, in order.
+    /// The proposers of the entry's commands, in order, covering them all.
     pub waiters: Vec<Waiter>,
     /// UNSAFE (`--unsafe-chaos-bug=ack-before-commit` only, else `None`):
     /// the outcomes predicted at proposal, sent once the entry is in this
@@ -63,7 +62,7 @@ pub struct Shard {
     /// The ledger.
     pub engine: Engine,
     /// Commands gathered this loop iteration, proposed as one entry.
-    pub queued: Vec<(Command, Waiter)>,
+    pub queued: Queue,
     /// Proposed entries by log index.
     pub pending: BTreeMap<u64, PendingEntry>,
     /// Reads by request context.
@@ -137,17 +136,13 @@ impl Shard {
                 }
             }
             if answering {
-                let detail = self.detail(index, &outcome);
+                let detail = detail_of(&self.engine, index, cmd, &outcome);
                 out.push((outcome, detail));
             }
         }
         Ok(out)
     }
 
-    /// Reads what a reply needs from the engine, right after apply.
-    fn detail(&self, index: u64, outcome: &Outcome) -> AppliedDetail {
-        detail_of(&self.engine, index, outcome)
-    }
     /// Answers the waiters of the entry at `index` (term `term`) with
     /// `outcomes`, or fails them if the entry is not theirs.
     pub fn answer(&mut self, index: u64, term: u64, outcomes: Vec<(Outcome, AppliedDetail)>) {
@@ -158,35 +153,31 @@ impl Shard {
                 break;
             }
             let (_, lost) = self.pending.pop_first().expect("first exists");
-            fail(lost.waiters, "the entry was replaced after a leader change");
+            waiters::abort(lost.waiters, "the entry was replaced after a leader change");
             self.speculation = None;
         }
-        let Some(entry) = self.pending.remove(&index) else {
+        let Some(mut entry) = self.pending.remove(&index) else {
             return;
         };
-        if entry.term != term || entry.waiters.len() != outcomes.len() {
-            fail(
+        if entry.term != term || waiters::covered(&entry.waiters) != outcomes.len() {
+            waiters::abort(
                 entry.waiters,
                 "the entry was replaced after a leader change",
             );
             self.speculation = None;
             return;
         }
-        for (waiter, (outcome, detail)) in entry.waiters.into_iter().zip(outcomes) {
-            if let Some(tx) = waiter {
-                let _ = tx.send(ProposeResult::Applied { outcome, detail });
-            }
-        }
+        waiters::send_applied(&mut entry.waiters, outcomes);
     }
 
     /// Fails every pending proposal (snapshot installed, or shutting down).
     pub fn fail_all_pending(&mut self, why: &'static str) {
         self.speculation = None;
         for (_, entry) in std::mem::take(&mut self.pending) {
-            fail(entry.waiters, why);
+            waiters::abort(entry.waiters, why);
         }
-        let queued = std::mem::take(&mut self.queued);
-        fail(queued.into_iter().map(|(_, waiter)| waiter).collect(), why);
+        let (_, queued) = self.queued.take_all();
+        waiters::abort(queued, why);
     }
 
     /// Answers `query` from the applied state.
@@ -391,10 +382,15 @@ impl Shard {
     }
 }
 
-/// What a reply needs from `engine`, read right after `outcome` was applied
-/// at `index`: the allocations and expiry of a new hold, location names of
-/// a refusal.
-pub(super) fn detail_of(engine: &Engine, index: u64, outcome: &Outcome) -> AppliedDetail {
+/// What a reply needs from `engine`, read right after `outcome` of `cmd`
+/// was applied at `index`: the allocations and expiry of a new hold,
+/// location names and the SKU of the line a refusal names.
+pub(super) fn detail_of(
+    engine: &Engine,
+    index: u64,
+    cmd: &Command,
+    outcome: &Outcome,
+) -> AppliedDetail {
     let mut detail = AppliedDetail {
         index,
         ..AppliedDetail::default()
@@ -432,11 +428,14 @@ pub(super) fn detail_of(engine: &Engine, index: u64, outcome: &Outcome) -> Appli
             .location_names
             .push((loc.0, engine.location(*loc).name.to_string()));
     }
-    detail
-}
-
-fn fail(waiters: Vec<Waiter>, why: &'static str) {
-    for tx in waiters.into_iter().flatten() {
-        let _ = tx.send(ProposeResult::Aborted { why });
+    let refused_line = match outcome {
+        Err(Refusal::OutOfStock { line, .. }) | Err(Refusal::LimitExceeded { line, .. }) => {
+            Some(*line)
+        }
+        _ => None,
+    };
+    if let (Some(line), CommandKind::Reserve(r)) = (refused_line, &cmd.kind) {
+        detail.line_sku = r.lines.get(line as usize).map(|l| (line, l.sku.clone()));
     }
+    detail
 }

@@ -106,7 +106,7 @@ impl Shard {
             .map(|cmd| {
                 events.clear();
                 let outcome = speculation.engine.apply(stamp, cmd, &mut events);
-                let detail = detail_of(&speculation.engine, index, &outcome);
+                let detail = detail_of(&speculation.engine, index, cmd, &outcome);
                 (outcome, detail)
             })
             .collect();
@@ -123,10 +123,8 @@ impl Shard {
             let Some(early) = entry.early.take() else {
                 continue;
             };
-            for (waiter, (outcome, detail)) in entry.waiters.iter_mut().zip(early) {
-                if let Some(tx) = waiter.take() {
-                    let _ = tx.send(super::messages::ProposeResult::Applied { outcome, detail });
-                }
+            if super::waiters::covered(&entry.waiters) == early.len() {
+                super::waiters::send_applied(&mut entry.waiters, early);
             }
         }
     }
