@@ -8,7 +8,8 @@
 //! address when it knows it; the client retries with the same request id.
 //! A Reserve whose lines span shards, and a call on a joined reservation
 //! id, goes to `crate::cross_shard`, which runs it here as one ordinary
-//! request per shard.
+//! request per shard. `ReserveBatch` (`batch`) runs each item's checks as
+//! `Reserve` does and proposes each shard's items together.
 
 use crate::admission::Admission;
 use crate::cross_shard;
@@ -21,7 +22,6 @@ use crate::node::{NodeHandle, SubmitError};
 use crate::pb::inventory as pb;
 use crate::pb::inventory::inventory_client::InventoryClient;
 use crate::status::{self, RefusalContext};
-use futures_util::future::join_all;
 use holdfast_engine::{self as engine, shard_of, Command, CommandKind, Outcome, Success};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -32,7 +32,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
-use tonic_types::StatusExt;
+
+mod batch;
+
+pub use batch::RESERVE_BATCH_MAX;
 
 /// Rows one `GetAvailability` may ask for.
 pub const AVAILABILITY_ROWS_MAX: usize = 1_000;
@@ -266,11 +269,22 @@ impl InventoryService {
         detail: &AppliedDetail,
         skus: &[String],
     ) -> Status {
+        self.refusal_status_with(refusal, detail, &|line| skus.get(line as usize).cloned())
+    }
+
+    /// `refusal` as its status, the SKU of a request line given by
+    /// `sku_of_line`.
+    fn refusal_status_with(
+        &self,
+        refusal: &engine::Refusal,
+        detail: &AppliedDetail,
+        sku_of_line: &dyn Fn(u16) -> Option<String>,
+    ) -> Status {
         let names = &detail.location_names;
         status::refusal(
             refusal,
             &RefusalContext {
-                sku_of_line: &|line| skus.get(line as usize).cloned(),
+                sku_of_line,
                 location_name: &|id| {
                     names
                         .iter()
@@ -322,30 +336,6 @@ fn reservation_to_pb(
 /// Listing steps (each at most `LIST_SCAN_SLOTS` slots of one shard) one
 /// `ListReservations` call takes before it returns a page, full or not.
 const LIST_STEPS_PER_CALL: usize = 16;
-
-/// Items a `ReserveBatch` may carry.
-pub const RESERVE_BATCH_MAX: usize = 1_000;
-
-/// One failed batch item, as the status a single call would have returned.
-fn item_error(s: &Status) -> pb::ReserveBatchResult {
-    let info = s.get_details_error_info();
-    pb::ReserveBatchResult {
-        result: Some(pb::reserve_batch_result::Result::Error(pb::ItemError {
-            code: s.code() as i32,
-            message: s.message().to_string(),
-            reason: info.as_ref().map(|i| i.reason.clone()).unwrap_or_default(),
-            metadata: info
-                .map(|i| i.metadata.into_iter().collect())
-                .unwrap_or_default(),
-        })),
-    }
-}
-
-fn item_reserved(r: pb::ReserveResponse) -> pb::ReserveBatchResult {
-    pb::ReserveBatchResult {
-        result: Some(pb::reserve_batch_result::Result::Reserved(r)),
-    }
-}
 
 impl InventoryService {
     /// The sold-out pre-filter (design §5, layer 1): refuses a reserve that
@@ -408,40 +398,6 @@ impl InventoryService {
             ],
         ))
     }
-
-    /// Sends `items` to `leader` as one forwarded batch; if the leader
-    /// cannot be reached, every item gets that error.
-    async fn forward_batch(
-        &self,
-        leader: u64,
-        items: Vec<pb::ReserveRequest>,
-    ) -> Vec<pb::ReserveBatchResult> {
-        let count = items.len();
-        let shard = items
-            .first()
-            .and_then(|r| r.lines.first())
-            .map_or(0, |l| shard_of(&l.sku, self.node.shards));
-        let request = Request::new(pb::ReserveBatchRequest {
-            reservations: items,
-        });
-        match self
-            .forward(leader, shard, &request, |mut c, req| async move {
-                c.reserve_batch(req).await
-            })
-            .await
-        {
-            Ok(response) if response.get_ref().results.len() == count => {
-                response.into_inner().results
-            }
-            Ok(_) => vec![
-                item_error(&Status::internal(
-                    "the leader answered another number of items"
-                ));
-                count
-            ],
-            Err(s) => vec![item_error(&s); count],
-        }
-    }
 }
 
 /// Where an RPC was served.
@@ -465,8 +421,8 @@ fn fill_policy(p: i32) -> Result<engine::FillPolicy, Status> {
 /// The one shard every line's SKU belongs to (shard 0 for no lines, which
 /// the engine refuses), or `None` when the lines span several shards: a
 /// cross-shard reserve (`crate::cross_shard`).
-fn single_shard(skus: &[String], shards: u32) -> Option<u32> {
-    let mut all = skus.iter().map(|sku| shard_of(sku, shards));
+fn single_shard<'a>(skus: impl IntoIterator<Item = &'a str>, shards: u32) -> Option<u32> {
+    let mut all = skus.into_iter().map(|sku| shard_of(sku, shards));
     let first = all.next().unwrap_or(0);
     all.all(|s| s == first).then_some(first)
 }
@@ -495,6 +451,50 @@ pub(crate) fn engine_reserve(
     }
 }
 
+/// [`engine_reserve`] of a request this node owns: its strings move into
+/// the command instead of being copied (the request id stays behind).
+fn engine_reserve_owned(r: pb::ReserveRequest, policy: engine::FillPolicy) -> engine::Reserve {
+    engine::Reserve {
+        owner: r.owner_id,
+        customer: r.customer_id,
+        region: r.region,
+        lines: r
+            .lines
+            .into_iter()
+            .map(|l| engine::ReserveLine {
+                sku: l.sku,
+                quantity: l.quantity,
+                location: l.location,
+            })
+            .collect(),
+        ttl_ms: r.ttl_ms,
+        policy,
+        allow_split: r.allow_split,
+    }
+}
+
+/// The answer to a reserve applied on `shard` as `reservation`.
+fn reserve_response(
+    shard: u32,
+    reservation: engine::ReservationId,
+    detail: AppliedDetail,
+) -> pb::ReserveResponse {
+    pb::ReserveResponse {
+        reservation_id: ids::reservation_to_wire(shard, reservation),
+        allocations: detail
+            .allocations
+            .into_iter()
+            .map(|a| pb::Allocation {
+                sku: a.sku,
+                location: a.location,
+                quantity: a.quantity,
+                available_after: a.available_after,
+            })
+            .collect(),
+        expires_at_ms: detail.expires_at_ms.unwrap_or(0),
+    }
+}
+
 fn unexpected(outcome: &Outcome) -> Status {
     Status::internal(format!("unexpected outcome {outcome:?}"))
 }
@@ -509,7 +509,7 @@ impl pb::inventory_server::Inventory for InventoryService {
         let request_id = ids::request_id(&r.request_id).map_err(bad_id)?;
         let skus: Vec<String> = r.lines.iter().map(|l| l.sku.clone()).collect();
         let policy = fill_policy(r.policy)?;
-        let Some(shard) = single_shard(&skus, self.node.shards) else {
+        let Some(shard) = single_shard(skus.iter().map(String::as_str), self.node.shards) else {
             return cross_shard::reserve(self, request, policy).await;
         };
         let first_attempt = request.metadata().contains_key(FIRST_ATTEMPT_HEADER);
@@ -538,20 +538,7 @@ impl pb::inventory_server::Inventory for InventoryService {
             })
             .await?;
         self.respond(executed, &skus, |success, detail| match success {
-            Success::Reserved { reservation } => Some(pb::ReserveResponse {
-                reservation_id: ids::reservation_to_wire(shard, reservation),
-                allocations: detail
-                    .allocations
-                    .into_iter()
-                    .map(|a| pb::Allocation {
-                        sku: a.sku,
-                        location: a.location,
-                        quantity: a.quantity,
-                        available_after: a.available_after,
-                    })
-                    .collect(),
-                expires_at_ms: detail.expires_at_ms.unwrap_or(0),
-            }),
+            Success::Reserved { reservation } => Some(reserve_response(shard, reservation, detail)),
             _ => None,
         })
     }
@@ -560,65 +547,7 @@ impl pb::inventory_server::Inventory for InventoryService {
         &self,
         request: Request<pb::ReserveBatchRequest>,
     ) -> Result<Response<pb::ReserveBatchResponse>, Status> {
-        let forwarded = request.metadata().contains_key(FORWARDED);
-        let items = request.into_inner().reservations;
-        if items.is_empty() || items.len() > RESERVE_BATCH_MAX {
-            return Err(status::invalid(
-                "reservations",
-                &format!(
-                    "must hold 1..={RESERVE_BATCH_MAX} items, not {}",
-                    items.len()
-                ),
-            ));
-        }
-        // Items whose shard another node leads go there, one batch per
-        // leader; the rest run here, all at once, so that each shard's
-        // share lands in one log entry.
-        let mut local = Vec::new();
-        let mut remote: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
-        for (i, item) in items.iter().enumerate() {
-            let leader = item
-                .lines
-                .first()
-                .and_then(|l| self.node.routing.leader(shard_of(&l.sku, self.node.shards)));
-            match leader {
-                Some(l) if l != self.node.id && !forwarded && !self.faults.is_blocked(l) => {
-                    remote.entry(l).or_default().push(i)
-                }
-                _ => local.push(i),
-            }
-        }
-        let local_calls = join_all(local.iter().map(|&i| {
-            let mut one = Request::new(items[i].clone());
-            if forwarded {
-                one.metadata_mut()
-                    .insert(FORWARDED, MetadataValue::from_static("1"));
-            }
-            self.reserve(one)
-        }));
-        let remote_calls = join_all(remote.iter().map(|(&leader, indexes)| {
-            let part = indexes.iter().map(|&i| items[i].clone()).collect();
-            self.forward_batch(leader, part)
-        }));
-        let (local_results, remote_results) = tokio::join!(local_calls, remote_calls);
-        let mut results = vec![None; items.len()];
-        for (&i, r) in local.iter().zip(local_results) {
-            results[i] = Some(match r {
-                Ok(response) => item_reserved(response.into_inner()),
-                Err(s) => item_error(&s),
-            });
-        }
-        for (indexes, part) in remote.values().zip(remote_results) {
-            for (&i, r) in indexes.iter().zip(part) {
-                results[i] = Some(r);
-            }
-        }
-        Ok(Response::new(pb::ReserveBatchResponse {
-            results: results
-                .into_iter()
-                .map(|r| r.expect("every item answered"))
-                .collect(),
-        }))
+        batch::reserve_batch(self, request).await
     }
 
     async fn confirm(
