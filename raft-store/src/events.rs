@@ -51,21 +51,25 @@ pub struct EventRead {
 
 impl ShardStorage {
     /// Stages the events of the entry at `index` (numbered from 0 in the
-    /// order given).
-    pub fn stage_events(
+    /// order given). Each is sealed in one reused buffer (the write batch
+    /// copies it), so staging allocates nothing per event.
+    pub fn stage_events<'a>(
         &self,
         batch: &mut LogBatch,
         index: u64,
-        events: &[Vec<u8>],
+        events: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<(), StoreError> {
-        if events.is_empty() {
+        let mut events = events.into_iter().peekable();
+        if events.peek().is_none() {
             return Ok(());
         }
         let _st = self.read_state()?;
         let cf = self.inner.core.cf(CF_EVENTS);
-        for (seq, body) in events.iter().enumerate() {
+        let mut sealed = Vec::new();
+        for (seq, body) in events.enumerate() {
             let key = keys::event_key(self.id(), index, seq as u32);
-            batch.wb.put_cf(cf, key, codec::seal(&key, body.clone()));
+            codec::seal_into(&key, body, &mut sealed);
+            batch.wb.put_cf(cf, key, &sealed);
         }
         batch.touch(self);
         Ok(())

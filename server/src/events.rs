@@ -2,7 +2,8 @@
 //!
 //! At apply, the driver turns each engine event into a wire [`pb::Event`]
 //! with its names resolved (SKU, location, reservation id) and its place
-//! `(shard, index, seq)`, and stages the encoded bytes with the entry's
+//! `(shard, index, seq)` (`crate::event_codec`), and stages the encoded
+//! bytes with the entry's
 //! applied index (raft-store's `events` column). The bytes are a pure
 //! function of the log, so every replica keeps the same events under the
 //! same numbers, and a client can resume on any node.
@@ -11,10 +12,8 @@
 //! written to disk, and waits for the driver's next write when caught up
 //! ([`EventLog`] carries one watch channel per shard).
 
-use crate::ids;
 use crate::pb::inventory as pb;
 use crate::status;
-use holdfast_engine::{Engine, Event, ReleaseCause};
 use holdfast_raft_store::ShardStorage;
 use prost::Message;
 use std::collections::BTreeMap;
@@ -28,118 +27,6 @@ const SKU_PREFIX_BYTES_MAX: usize = 256;
 const READ_EVENTS_MAX: usize = 512;
 /// Events buffered towards one client before its shards' readers wait.
 const STREAM_BUFFER: usize = 1_024;
-
-/// Encodes one engine event as the wire event kept and streamed.
-pub fn encode(
-    engine: &Engine,
-    shard: u32,
-    index: u64,
-    seq: u32,
-    at_ms: u64,
-    event: &Event,
-) -> Vec<u8> {
-    let row_names = |row| {
-        let row = engine.row(row);
-        (
-            engine.sku_name(row.sku).to_string(),
-            engine.location(row.location).name.to_string(),
-        )
-    };
-    let mut out = pb::Event {
-        cursor: Some(pb::EventCursor { shard, index, seq }),
-        at_ms,
-        ..Default::default()
-    };
-    match *event {
-        Event::Held {
-            reservation,
-            row,
-            quantity,
-            available_after,
-        } => {
-            out.kind = pb::EventKind::Held as i32;
-            out.reservation_id = ids::reservation_to_wire(shard, reservation);
-            (out.sku, out.location) = row_names(row);
-            out.quantity = quantity as i64;
-            out.available_after = available_after;
-        }
-        Event::Confirmed {
-            reservation,
-            row,
-            quantity,
-        } => {
-            out.kind = pb::EventKind::Confirmed as i32;
-            out.reservation_id = ids::reservation_to_wire(shard, reservation);
-            (out.sku, out.location) = row_names(row);
-            out.quantity = quantity as i64;
-        }
-        Event::Released {
-            reservation,
-            row,
-            quantity,
-            cause,
-            available_after,
-        } => {
-            let (kind, cause) = match cause {
-                ReleaseCause::Released => {
-                    (pb::EventKind::Released, pb::ReleaseCause::ClientRelease)
-                }
-                ReleaseCause::ConfirmRemainder => {
-                    (pb::EventKind::Released, pb::ReleaseCause::ConfirmRemainder)
-                }
-                ReleaseCause::Expired => (pb::EventKind::Expired, pb::ReleaseCause::Unspecified),
-            };
-            (out.kind, out.release_cause) = (kind as i32, cause as i32);
-            out.reservation_id = ids::reservation_to_wire(shard, reservation);
-            (out.sku, out.location) = row_names(row);
-            out.quantity = quantity as i64;
-            out.available_after = available_after;
-        }
-        Event::Extended {
-            reservation,
-            expires_at_ms,
-        } => {
-            out.kind = pb::EventKind::Extended as i32;
-            out.reservation_id = ids::reservation_to_wire(shard, reservation);
-            out.expires_at_ms = expires_at_ms;
-        }
-        Event::Adjusted {
-            row,
-            delta,
-            on_hand,
-        } => {
-            out.kind = pb::EventKind::Adjusted as i32;
-            (out.sku, out.location) = row_names(row);
-            out.quantity = delta;
-            out.on_hand_after = on_hand;
-        }
-        Event::LocationUpserted { location } => {
-            out.kind = pb::EventKind::LocationUpserted as i32;
-            out.location = engine.location(location).name.to_string();
-        }
-        Event::RowPolicySet {
-            row,
-            safety_stock,
-            backorder_allowance,
-        } => {
-            out.kind = pb::EventKind::RowPolicySet as i32;
-            (out.sku, out.location) = row_names(row);
-            out.safety_stock = safety_stock;
-            out.backorder_allowance = backorder_allowance;
-        }
-        Event::CustomerLimitSet {
-            sku,
-            max_units,
-            campaign,
-        } => {
-            out.kind = pb::EventKind::CustomerLimitSet as i32;
-            out.sku = engine.sku_name(sku).to_string();
-            out.max_units = max_units;
-            out.campaign = campaign;
-        }
-    }
-    out.encode_to_vec()
-}
 
 /// Every shard's kept events and the signal that more were written: shared
 /// by the driver (which publishes) and the services (which stream).
@@ -501,7 +388,7 @@ mod tests {
     /// what a client decodes.
     #[test]
     fn an_engine_event_encodes_with_names_and_place() {
-        use holdfast_engine::{Command, CommandKind, EngineConfig, RequestId, Stamp};
+        use holdfast_engine::{Command, CommandKind, Engine, EngineConfig, RequestId, Stamp};
         let mut engine = Engine::new(EngineConfig::default());
         let mut events = Vec::new();
         let stamp = Stamp {
@@ -529,7 +416,8 @@ mod tests {
         events.clear();
         engine.apply(stamp, &adjust, &mut events).expect("stock");
         assert_eq!(events.len(), 1, "{events:?}");
-        let bytes = encode(&engine, 3, 7, 0, 1_000, &events[0]);
+        let mut bytes = Vec::new();
+        crate::event_codec::encode_into(&engine, 3, 7, 0, 1_000, &events[0], &mut bytes);
         let wire = pb::Event::decode(bytes.as_slice()).unwrap();
         assert_eq!(wire.kind, pb::EventKind::Adjusted as i32);
         assert_eq!(

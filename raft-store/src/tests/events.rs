@@ -26,7 +26,8 @@ fn apply_with_events(
             s.stage_append(b, &[ent(i, 1)]).unwrap();
             s.stage_hard_state(b, &hard_state(1, 1, i)).unwrap();
             s.stage_applied_index(b, i).unwrap();
-            s.stage_events(b, i, &bodies(per, i)).unwrap();
+            s.stage_events(b, i, bodies(per, i).iter().map(Vec::as_slice))
+                .unwrap();
         });
     }
 }
@@ -88,7 +89,8 @@ fn unwritten_events_are_not_read() {
     s.stage_hard_state(&mut batch, &hard_state(1, 1, 2))
         .unwrap();
     s.stage_applied_index(&mut batch, 2).unwrap();
-    s.stage_events(&mut batch, 2, &bodies(1, 2)).unwrap();
+    s.stage_events(&mut batch, 2, bodies(1, 2).iter().map(Vec::as_slice))
+        .unwrap();
     assert_eq!(
         positions(&s.read_events(0, u32::MAX, 10).unwrap()),
         vec![(1, 0)]

@@ -25,6 +25,7 @@ use super::stats::{DriverStats, FSYNC_SECONDS_METRIC};
 use super::waiters::{self, Reply};
 use super::{Routing, Transport};
 use crate::config::{NodeConfig, BATCH_COMMANDS_MAX};
+use crate::event_codec::EncodedEvents;
 use crate::events::EventLog;
 use crate::log_codec;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -117,7 +118,7 @@ pub struct Driver {
     /// Where the change events of applied entries are kept and announced.
     event_log: Arc<EventLog>,
     /// The current entry's events, encoded (reused buffer).
-    kept_events: Vec<Vec<u8>>,
+    kept_events: EncodedEvents,
     ticks: u64,
     /// Where each fsynced write's time goes for Prometheus (a no-op handle
     /// when no recorder was installed before the driver opened).
@@ -163,7 +164,7 @@ impl Driver {
             clock: StampClock { last_ms: 0 },
             events,
             event_log,
-            kept_events: Vec::new(),
+            kept_events: EncodedEvents::default(),
             ticks: 0,
             fsync_seconds: metrics::histogram!(FSYNC_SECONDS_METRIC),
         })
@@ -604,7 +605,7 @@ impl Driver {
                         })?;
                     shard
                         .storage
-                        .stage_events(batch, entry.index, &self.kept_events)?;
+                        .stage_events(batch, entry.index, self.kept_events.iter())?;
                     shard.answer(entry.index, entry.term, outcomes);
                 }
                 EntryType::EntryNormal => shard.answer(entry.index, entry.term, Vec::new()),

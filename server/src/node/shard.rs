@@ -12,6 +12,7 @@ use super::messages::{
     ReadResult, RowRead, ShardDump,
 };
 use super::waiters::{self, Queue, Waiter};
+use crate::event_codec::EncodedEvents;
 use crate::log_codec;
 use holdfast_engine::{
     Command, CommandKind, Engine, Outcome, Refusal, ReservationState, Stamp, Success,
@@ -109,7 +110,7 @@ impl Shard {
         term: Option<u64>,
         data: &[u8],
         events: &mut Vec<holdfast_engine::Event>,
-        mut keep: Option<&mut Vec<Vec<u8>>>,
+        mut keep: Option<&mut EncodedEvents>,
     ) -> Result<Vec<(Outcome, AppliedDetail)>, log_codec::LogDecodeError> {
         let batch = log_codec::decode(data)?;
         let stamp = Stamp {
@@ -123,16 +124,7 @@ impl Shard {
             let outcome = self.engine.apply(stamp, cmd, events);
             if let Some(kept) = keep.as_deref_mut() {
                 for event in events.iter() {
-                    let seq = kept.len() as u32;
-                    let encoded = crate::events::encode(
-                        &self.engine,
-                        self.id,
-                        index,
-                        seq,
-                        stamp.now_ms,
-                        event,
-                    );
-                    kept.push(encoded);
+                    kept.push(&self.engine, self.id, index, stamp.now_ms, event);
                 }
             }
             if answering {
