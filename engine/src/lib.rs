@@ -20,6 +20,7 @@ mod apply_resolve;
 mod apply_stock;
 pub mod board;
 mod catalog;
+mod chunked;
 mod codec;
 pub mod command;
 mod customer_limits;

@@ -10,6 +10,7 @@
 //! `Reserve` must be able to read the allocations it was first answered
 //! with. The slot is freed when both are over.
 
+use crate::chunked::ChunkedVec;
 use crate::ids::{ReservationId, RowId};
 use smallvec::SmallVec;
 
@@ -134,7 +135,8 @@ pub(crate) struct Slot {
 
 /// All retained reservations of a shard.
 pub(crate) struct ReservationSlab {
-    pub(crate) slots: Vec<Slot>,
+    /// In chunks: growing never copies the reservations (`crate::chunked`).
+    pub(crate) slots: ChunkedVec<Slot>,
     /// Free slot indices, reused last-in first-out (deterministic).
     pub(crate) free: Vec<u32>,
     pub(crate) live: usize,
@@ -143,7 +145,7 @@ pub(crate) struct ReservationSlab {
 impl ReservationSlab {
     pub(crate) fn new() -> Self {
         ReservationSlab {
-            slots: Vec::new(),
+            slots: ChunkedVec::default(),
             free: Vec::new(),
             live: 0,
         }
@@ -207,7 +209,7 @@ impl ReservationSlab {
         start: u32,
     ) -> impl Iterator<Item = (ReservationId, &Reservation)> {
         let skip = (start as usize).min(self.slots.len());
-        self.slots[skip..].iter().zip(skip..).filter_map(|(s, i)| {
+        self.slots.iter_from(skip).zip(skip..).filter_map(|(s, i)| {
             s.reservation
                 .as_ref()
                 .map(|r| (ReservationId::new(i as u32, s.generation), r))

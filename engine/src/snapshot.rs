@@ -155,7 +155,7 @@ impl Engine {
 
     fn encode_reservations(&self, w: &mut Writer) {
         w.u64(self.reservations.slots.len() as u64);
-        for slot in &self.reservations.slots {
+        for slot in self.reservations.slots.iter() {
             w.u32(slot.generation);
             match &slot.reservation {
                 None => w.u8(0),
