@@ -27,14 +27,6 @@ fn checksum(key: &[u8], body: &[u8]) -> u64 {
     xxh3_64_with_seed(body, xxh3_64(key))
 }
 
-/// `body` and its checksum under `key`, into `out` (cleared first): a
-/// sealed value in a buffer the caller reuses.
-pub(crate) fn seal_into(key: &[u8], body: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(body);
-    out.extend_from_slice(&checksum(key, body).to_le_bytes());
-}
-
 /// Appends the checksum of `body` under `key`.
 pub(crate) fn seal(key: &[u8], mut body: Vec<u8>) -> Vec<u8> {
     let sum = checksum(key, &body);

@@ -14,7 +14,7 @@
 //! | `state`       | `shard ‖ 0x05`                       | snapshot data length, hash, metadata |
 //! | `state`       | `shard ‖ 0x06`                       | event floor (u64)              |
 //! | `log`         | `shard ‖ 0x10 ‖ index`               | index, term, `Entry` (protobuf)|
-//! | `events`      | `shard ‖ 0x20 ‖ index ‖ seq (u32)`   | one encoded event (opaque)     |
+//! | `events`      | `shard ‖ 0x21 ‖ index`               | the entry's events (see `events`) |
 //!
 //! Every value ends with its checksum (see `codec`).
 
@@ -35,10 +35,9 @@ pub(crate) const MARKER_KEY: &[u8] = b"marker";
 
 /// Kind byte of a log entry key.
 const KIND_ENTRY: u8 = 0x10;
-/// Kind byte of an event key.
-const KIND_EVENT: u8 = 0x20;
-/// Length of an event key: shard id, kind, index and sequence number.
-pub(crate) const EVENT_KEY_LEN: usize = 17;
+/// Kind byte of the key of an entry's events. (0x20 was one key per event,
+/// format version 1: a memtable insert per unit that moved.)
+const KIND_ENTRY_EVENTS: u8 = 0x21;
 
 /// Length of a state key: shard id and kind.
 pub(crate) const STATE_KEY_LEN: usize = 5;
@@ -122,24 +121,22 @@ pub(crate) fn decode_entry_key(key: &[u8]) -> Option<(u32, u64)> {
     Some((shard, index))
 }
 
-/// Key of event `seq` of the entry at `index`.
-pub(crate) fn event_key(shard: u32, index: u64, seq: u32) -> [u8; EVENT_KEY_LEN] {
-    let mut key = [0u8; EVENT_KEY_LEN];
+/// Key of the events of the entry at `index`.
+pub(crate) fn entry_events_key(shard: u32, index: u64) -> [u8; ENTRY_KEY_LEN] {
+    let mut key = [0u8; ENTRY_KEY_LEN];
     key[..4].copy_from_slice(&shard.to_be_bytes());
-    key[4] = KIND_EVENT;
-    key[5..13].copy_from_slice(&index.to_be_bytes());
-    key[13..].copy_from_slice(&seq.to_be_bytes());
+    key[4] = KIND_ENTRY_EVENTS;
+    key[5..].copy_from_slice(&index.to_be_bytes());
     key
 }
 
-/// The index and sequence number of an event key of `shard`, if it is one.
-pub(crate) fn decode_event_key(shard: u32, key: &[u8]) -> Option<(u64, u32)> {
-    if key.len() != EVENT_KEY_LEN || key[4] != KIND_EVENT || key[..4] != shard.to_be_bytes() {
+/// The entry index of an events key of `shard`, if it is one.
+pub(crate) fn decode_entry_events_key(shard: u32, key: &[u8]) -> Option<u64> {
+    if key.len() != ENTRY_KEY_LEN || key[4] != KIND_ENTRY_EVENTS || key[..4] != shard.to_be_bytes()
+    {
         return None;
     }
-    let index = u64::from_be_bytes(key[5..13].try_into().ok()?);
-    let seq = u32::from_be_bytes(key[13..].try_into().ok()?);
-    Some((index, seq))
+    Some(u64::from_be_bytes(key[5..].try_into().ok()?))
 }
 
 #[cfg(test)]

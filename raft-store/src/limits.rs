@@ -3,7 +3,9 @@
 /// On-disk format version written into the storage marker. A build refuses a
 /// data directory with another version instead of misreading its records;
 /// bump it whenever a key or value layout in `keys`/`codec` changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: an applied entry's events under one key (version 1 had one
+/// key per event).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Largest encoded log entry the store writes or reads, in bytes (64 MiB).
 /// The server's proposal limit must stay well below it: one entry is one

@@ -151,7 +151,7 @@ fn marker_version_and_absence_are_refused() {
             err,
             StoreError::FormatVersion {
                 found: 9,
-                supported: 1,
+                supported: crate::limits::FORMAT_VERSION,
                 ..
             }
         ),

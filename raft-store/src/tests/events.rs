@@ -159,12 +159,14 @@ fn damaged_event_is_an_error() {
     let s = db.shard(5).unwrap();
     apply_with_events(&db, &s, 1..=2, 1);
     let core = db.core();
-    let key = keys::event_key(5, 2, 0);
+    let key = keys::entry_events_key(5, 2);
     let mut value = core.db.get_cf(core.cf(CF_EVENTS), key).unwrap().unwrap();
     value[0] ^= 0x40;
     core.db.put_cf(core.cf(CF_EVENTS), key, value).unwrap();
     match s.read_events(0, u32::MAX, 10) {
-        Err(StoreError::Corrupt { shard: 5, what, .. }) => assert!(what.contains("2.0"), "{what}"),
+        Err(StoreError::Corrupt { shard: 5, what, .. }) => {
+            assert!(what.contains("entry 2"), "{what}")
+        }
         other => panic!("expected corruption, got {other:?}"),
     }
 }
