@@ -324,6 +324,7 @@ impl Engine {
             expires_at_ms,
         ));
         self.expiry.insert(expires_at_ms, reservation);
+        self.pending += 1;
         let res = self.reservations.get(reservation).expect("just inserted");
         events.extend(res.lines.iter().map(|l| Event::Held {
             reservation,

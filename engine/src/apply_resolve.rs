@@ -163,6 +163,7 @@ impl Engine {
             "a reservation resolves at most once"
         );
         res.state = state;
+        self.pending -= 1;
         let (mut confirmed_total, mut released_total) = (0u64, 0u64);
         let mut touched: SmallVec<[RowId; 4]> = SmallVec::new();
         let (lines, customer) = res.lines_and_customer();

@@ -70,6 +70,9 @@ pub struct Engine {
     pub(crate) rows: StockTable,
     pub(crate) reservations: ReservationSlab,
     pub(crate) expiry: ExpiryIndex,
+    /// Reservations in state `Pending` (the expiry index cannot say: it
+    /// deletes lazily), for the pending-holds gauge.
+    pub(crate) pending: usize,
     pub(crate) dedup: DedupTable,
     pub(crate) limits: CustomerLimits,
     /// Latest entry time applied; entry times below it are raised to it, so
@@ -97,6 +100,7 @@ impl Engine {
             rows: StockTable::new(),
             reservations: ReservationSlab::new(),
             expiry: ExpiryIndex::new(),
+            pending: 0,
             dedup: DedupTable::new(config.dedup),
             limits: CustomerLimits::new(),
             now_ms: 0,
@@ -406,6 +410,12 @@ impl Engine {
         self.reservations.live
     }
 
+    /// Number of pending reservations (holds not yet confirmed, released
+    /// or expired): what operators watch to see holds pile up.
+    pub fn pending_count(&self) -> usize {
+        self.pending
+    }
+
     /// Number of request ids remembered.
     pub fn dedup_len(&self) -> usize {
         self.dedup.len()
@@ -434,16 +444,24 @@ impl Engine {
     /// first one broken. O(state): for tests, restore and chaos checks.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut held = vec![0i64; self.rows.len()];
+        let mut pending = 0usize;
         for (id, res) in self.reservations.iter() {
             if res.state != crate::reservation::ReservationState::Pending {
                 continue;
             }
+            pending += 1;
             for line in &res.lines {
                 let slot = held.get_mut(line.row.0 as usize).ok_or_else(|| {
                     format!("reservation {id:?} names unknown row {:?}", line.row)
                 })?;
                 *slot += line.quantity as i64;
             }
+        }
+        if pending != self.pending {
+            return Err(format!(
+                "{pending} reservations are pending but the count says {}",
+                self.pending
+            ));
         }
         for (i, row) in self.rows.rows().iter().enumerate() {
             if row.held != held[i] {

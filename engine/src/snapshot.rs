@@ -98,14 +98,15 @@ impl Engine {
         if !r.is_empty() {
             return Err(r.corrupt("trailing bytes after the body").into());
         }
-        engine
-            .check_invariants()
-            .map_err(SnapshotError::Inconsistent)?;
         for (id, res) in engine.reservations.iter() {
             if res.state == ReservationState::Pending {
                 engine.expiry.insert(res.expires_at_ms, id);
+                engine.pending += 1;
             }
         }
+        engine
+            .check_invariants()
+            .map_err(SnapshotError::Inconsistent)?;
         engine.republish_all();
         Ok(engine)
     }

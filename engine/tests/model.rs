@@ -1417,8 +1417,10 @@ impl Run {
             );
         }
         let mut pending = vec![0i64; e.row_count()];
+        let mut pending_reservations = 0;
         for (id, res) in e.reservations() {
             if res.state == ReservationState::Pending {
+                pending_reservations += 1;
                 for line in &res.lines {
                     pending[line.row.0 as usize] += line.quantity as i64;
                 }
@@ -1433,6 +1435,12 @@ impl Run {
             }
             self.states.insert(id, res.state);
         }
+        prop_assert_eq!(
+            e.pending_count(),
+            pending_reservations,
+            "pending_count() vs the pending reservations after step {}",
+            n
+        );
         for (i, &sum) in pending.iter().enumerate() {
             let row = e.row(RowId(i as u32));
             prop_assert!(

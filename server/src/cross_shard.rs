@@ -218,6 +218,7 @@ pub async fn reserve(
         parts.iter().map(|p| part_request(r, p, &shards)).collect();
     if request.metadata().contains_key(FIRST_ATTEMPT_HEADER) {
         if let Some(refusal) = sold_out(svc, &parts, &requests, policy) {
+            svc.count_sold_out_refusal();
             return Err(refusal);
         }
     }

@@ -228,6 +228,7 @@ mod tests {
             applied_term: 2,
             digest: None,
             reservations: 0,
+            pending: 0,
         }
     }
 

@@ -24,6 +24,7 @@ use holdfast_server::node::{Node, NodeHandle};
 use holdfast_server::pb;
 use holdfast_server::pb::internal::admin_server::AdminServer;
 use holdfast_server::pb::inventory::inventory_server::InventoryServer;
+use holdfast_server::prefilter_stats::PrefilterStats;
 use holdfast_server::rpc_layer::{Drain, RpcMetricsLayer};
 use holdfast_server::service::InventoryService;
 use holdfast_server::telemetry::{self, NodeTelemetry};
@@ -46,6 +47,11 @@ const LOG_FILTER_DEFAULT: &str = "info,raft=warn";
 /// How long a graceful shutdown waits for in-flight unary RPCs, ms: past
 /// the clients' default 5 s deadline a call's answer is no longer awaited.
 const SHUTDOWN_DRAIN_MS: u64 = 5_000;
+/// How long a graceful shutdown waits for the shards this node leads to be
+/// handed over, ms: a transfer takes a round trip or two once the target
+/// has the log, so this only runs out when no follower is reachable (the
+/// others then elect a leader after an election timeout, as after a crash).
+const HANDOFF_MS: u64 = 3_000;
 /// How long shutdown waits for the health task to report NOT_SERVING, ms.
 const HEALTH_STOP_MS: u64 = 1_000;
 /// How long the runtime is given to end its tasks after serving stopped.
@@ -67,8 +73,8 @@ leader and this node has applied what it knows committed) and server reflection.
 
 SIGTERM or SIGINT: health turns NOT_SERVING, new client RPCs are refused with \
 UNAVAILABLE (Raft, health and reflection still answer), in-flight RPCs get up to 5 s \
-to finish (a second signal skips the wait), then the driver stops and the process \
-exits 0."
+to finish, every shard this node leads is handed to a caught-up follower (up to 3 s; \
+a second signal skips either wait), then the driver stops and the process exits 0."
 )]
 struct Args {
     /// TOML configuration file (membership, storage, Raft and ledger tuning).
@@ -314,7 +320,10 @@ const KEPT_WHILE_CLOSING: [&str; 4] = [
 ///    to close, and why the listener stays open: closing it (tonic's
 ///    `serve_with_shutdown`) would keep a peer whose stream broke from
 ///    reconnecting, and an in-flight proposal needing its ack would stall;
-/// 3. stop accepting connections and return; the caller drops the runtime
+/// 3. hand every shard this node leads to a caught-up follower, at most
+///    [`HANDOFF_MS`], so the others go on at once instead of after an
+///    election timeout (peers' Raft streams are still served);
+/// 4. stop accepting connections and return; the caller drops the runtime
 ///    (ending the remaining streams) and stops the driver.
 async fn serve(
     settings: &Settings,
@@ -337,14 +346,22 @@ async fn serve(
     let drain = Arc::new(Drain::default());
     let raft =
         RaftTransportService::new(id, cluster_id, handle.clone()).with_faults(faults.clone());
-    let telemetry = settings
-        .metrics_listen
-        .map(|_| NodeTelemetry::new(handle.shards, &handle.routing, &sent, &raft.counters()));
+    let prefilter = Arc::new(PrefilterStats::default());
+    let telemetry = settings.metrics_listen.map(|_| {
+        NodeTelemetry::new(
+            handle.shards,
+            &handle.routing,
+            &sent,
+            &raft.counters(),
+            &prefilter,
+        )
+    });
     let (stop_health, stop_rx) = tokio::sync::watch::channel(false);
     let health_task = tokio::spawn(health::run(handle.clone(), reporter, telemetry, stop_rx));
     let inventory = InventoryServer::new(
         InventoryService::new(handle.clone(), settings.node.peers.clone())
-            .with_faults(faults.clone()),
+            .with_faults(faults.clone())
+            .with_prefilter_stats(prefilter),
     )
     .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
     let server = tonic::transport::Server::builder()
@@ -390,7 +407,16 @@ async fn serve(
         }
         _ = signals.recv() => "a second signal cut the drain short",
     };
-    tracing::info!(in_flight, left = drain.active(), "{drained}; stopping");
+    tracing::info!(in_flight, left = drain.active(), "{drained}");
+    let handed = tokio::select! {
+        done = tokio::time::timeout(Duration::from_millis(HANDOFF_MS), handle.leave()) => match done {
+            Ok(Ok(())) => "this node leads no shard",
+            Ok(Err(_)) => "the driver stopped before the hand-off",
+            Err(_) => "the hand-off of leadership ran out of time",
+        },
+        _ = signals.recv() => "a second signal cut the hand-off short",
+    };
+    tracing::info!("{handed}; stopping");
     server.abort();
     Ok(())
 }

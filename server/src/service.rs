@@ -11,8 +11,9 @@
 //! request per shard. `ReserveBatch` (`batch`) runs each item's checks as
 //! `Reserve` does and proposes each shard's items together.
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Admitted};
 use crate::cross_shard;
+use crate::deadline;
 use crate::events::WatchPlan;
 use crate::faults::Faults;
 use crate::ids::{self, BadId};
@@ -21,6 +22,7 @@ use crate::node::messages::{AppliedDetail, Inbound, ProposeResult, ReadQuery, Re
 use crate::node::{NodeHandle, SubmitError};
 use crate::pb::inventory as pb;
 use crate::pb::inventory::inventory_client::InventoryClient;
+use crate::prefilter_stats::PrefilterStats;
 use crate::status::{self, RefusalContext};
 use holdfast_engine::{self as engine, shard_of, Command, CommandKind, Outcome, Success};
 use parking_lot::Mutex;
@@ -63,6 +65,8 @@ pub struct InventoryService {
     faults: Arc<Faults>,
     /// Hot-SKU admission of the reserves this node proposes.
     admission: Admission,
+    /// Refusals of both pre-filter layers, for metrics.
+    prefilter_stats: Arc<PrefilterStats>,
 }
 
 fn bad_id(e: BadId) -> Status {
@@ -78,6 +82,7 @@ impl InventoryService {
             clients: Mutex::new(BTreeMap::new()),
             faults: Arc::default(),
             admission: Admission::default(),
+            prefilter_stats: Arc::default(),
         }
     }
 
@@ -90,6 +95,13 @@ impl InventoryService {
     /// [`crate::faults`]).
     pub fn with_faults(mut self, faults: Arc<Faults>) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// Counts the pre-filter's refusals in `stats` (shared with the
+    /// node's metrics).
+    pub fn with_prefilter_stats(mut self, stats: Arc<PrefilterStats>) -> Self {
+        self.prefilter_stats = stats;
         self
     }
 
@@ -220,7 +232,10 @@ impl InventoryService {
                 forwarded.metadata_mut().insert(key, value.clone());
             }
         }
-        forwarded.set_timeout(DEFAULT_DEADLINE);
+        forwarded.set_timeout(deadline::forwarded_timeout(
+            request.metadata(),
+            DEFAULT_DEADLINE,
+        ));
         call(client, forwarded).await.map_err(|s| match s.code() {
             // The leader is unreachable: say so with its address.
             Code::Unavailable | Code::Unknown if s.message().contains("transport") => {
@@ -338,6 +353,42 @@ fn reservation_to_pb(
 const LIST_STEPS_PER_CALL: usize = 16;
 
 impl InventoryService {
+    /// Both pre-filter layers (design §5) for a first attempt of a reserve
+    /// in `shard`: the sold-out filter, then, on the shard's leader only
+    /// (admission counts what this node proposes; a follower forwards,
+    /// header and all), hot-SKU admission. The guard holds the request's
+    /// admission places until dropped; each refusal is counted.
+    pub(crate) fn prefilter(
+        &self,
+        shard: u32,
+        r: &pb::ReserveRequest,
+        policy: engine::FillPolicy,
+    ) -> Result<Option<Admitted<'_>>, Status> {
+        if let Some(refusal) = self.sold_out(shard, r, policy) {
+            self.count_sold_out_refusal();
+            return Err(refusal);
+        }
+        let Some(board) = self.node.routing.board(shard) else {
+            return Ok(None);
+        };
+        if self.node.routing.leader(shard) != Some(self.node.id) {
+            return Ok(None);
+        }
+        match self.admission.admit(&board, r) {
+            Ok(admitted) => Ok(Some(admitted)),
+            Err(refusal) => {
+                PrefilterStats::count(&self.prefilter_stats.admission_limit);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Counts a reserve refused by the sold-out filter (here, or by the
+    /// cross-shard coordinator over its parts).
+    pub(crate) fn count_sold_out_refusal(&self) {
+        PrefilterStats::count(&self.prefilter_stats.sold_out);
+    }
+
     /// The sold-out pre-filter (design §5, layer 1): refuses a reserve that
     /// the shard's stock board, as of this node's applied state, says the
     /// ledger would refuse now: with ALL_OR_NOTHING, a line whose SKU (at
@@ -513,20 +564,9 @@ impl pb::inventory_server::Inventory for InventoryService {
             return cross_shard::reserve(self, request, policy).await;
         };
         let first_attempt = request.metadata().contains_key(FIRST_ATTEMPT_HEADER);
-        if first_attempt {
-            if let Some(refusal) = self.sold_out(shard, r, policy) {
-                return Err(refusal);
-            }
-        }
-        // Admission counts what this node proposes: only the shard's
-        // leader admits (a follower forwards, header and all).
-        let _admitted = match self.node.routing.board(shard) {
-            Some(board)
-                if first_attempt && self.node.routing.leader(shard) == Some(self.node.id) =>
-            {
-                Some(self.admission.admit(&board, r)?)
-            }
-            _ => None,
+        let _admitted = match first_attempt {
+            true => self.prefilter(shard, r, policy)?,
+            false => None,
         };
         let command = Command {
             request_id,

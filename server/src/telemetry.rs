@@ -4,10 +4,12 @@
 //! Three kinds of metric reach the exporter:
 //! - per-RPC counters, latency histograms and in-flight gauges, recorded by
 //!   the tower layer of `rpc_layer` as calls end;
-//! - the fsync latency histogram, recorded by the driver at each fsynced
-//!   write (`node::stats::FSYNC_SECONDS_METRIC`);
-//! - everything else is a total or a state the node already keeps (driver
-//!   and transport counters, each shard's leader, term and indexes): the
+//! - the fsync latency and commands-per-entry histograms, recorded by the
+//!   driver at each fsynced write and each proposal
+//!   (`node::stats::FSYNC_SECONDS_METRIC`, `ENTRY_COMMANDS_METRIC`);
+//! - everything else is a total or a state the node already keeps (driver,
+//!   transport and pre-filter counters, each shard's leader, term, indexes
+//!   and pending holds): the
 //!   health task (`health`) copies them here on each of its polls, so a
 //!   scrape sees them at most one poll (200 ms) old.
 //!
@@ -15,8 +17,9 @@
 //! by convention) in the Prometheus text format.
 
 use crate::node::messages::ShardStatus;
-use crate::node::stats::FSYNC_SECONDS_METRIC;
+use crate::node::stats::{ENTRY_COMMANDS_METRIC, FSYNC_SECONDS_METRIC};
 use crate::node::Routing;
+use crate::prefilter_stats::PrefilterStats;
 use crate::rpc_layer::{DURATION_METRIC, IN_FLIGHT_METRIC, REQUESTS_METRIC};
 use crate::transport::{ServiceCounters, TransportCounters};
 use metrics::{Counter, Gauge};
@@ -37,6 +40,12 @@ const FSYNC_SECONDS_BUCKETS: [f64; 12] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
+/// Histogram buckets of commands per log entry: one when the load is
+/// light, hundreds when a crowd shares each fsync, up to a batch's items.
+const ENTRY_COMMANDS_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+];
+
 /// Whether the node reports SERVING on grpc.health.v1 (1) or not (0).
 pub const SERVING_METRIC: &str = "holdfast_health_serving";
 
@@ -55,6 +64,12 @@ pub fn install(listen: SocketAddr) -> Result<(), String> {
             b.set_buckets_for_metric(
                 Matcher::Full(FSYNC_SECONDS_METRIC.to_string()),
                 &FSYNC_SECONDS_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(ENTRY_COMMANDS_METRIC.to_string()),
+                &ENTRY_COMMANDS_BUCKETS,
             )
         })
         .and_then(|b| b.build())
@@ -87,6 +102,10 @@ fn describe_layer_metrics() {
         metrics::Unit::Seconds,
         "time of each fsynced group-commit write of the driver"
     );
+    metrics::describe_histogram!(
+        ENTRY_COMMANDS_METRIC,
+        "client commands in each log entry this node proposed as a leader (the batch size)"
+    );
     metrics::describe_gauge!(
         SERVING_METRIC,
         "1 while grpc.health.v1 reports SERVING (every shard has a leader and this node applied what it knows committed)"
@@ -106,6 +125,7 @@ struct ShardGauges {
     commit: Gauge,
     applied: Gauge,
     reservations: Gauge,
+    pending: Gauge,
 }
 
 impl ShardGauges {
@@ -117,6 +137,7 @@ impl ShardGauges {
             commit: gauge("holdfast_shard_commit_index"),
             applied: gauge("holdfast_shard_applied_index"),
             reservations: gauge("holdfast_shard_reservations_retained"),
+            pending: gauge("holdfast_shard_holds_pending"),
         }
     }
 }
@@ -284,6 +305,20 @@ const RECEIVE_COUNTERS: [Source<ServiceCounters>; 10] = [
     ),
 ];
 
+/// The pre-filter's refusals (`prefilter_stats`), by layer.
+const PREFILTER_COUNTERS: [Source<PrefilterStats>; 2] = [
+    (
+        "holdfast_prefilter_sold_out_refusals_total",
+        "reserves refused before the log by the sold-out pre-filter (OUT_OF_STOCK, prefilter=true)",
+        |s| &s.sold_out,
+    ),
+    (
+        "holdfast_prefilter_admission_refusals_total",
+        "reserves refused before the log by hot-SKU admission (RESOURCE_EXHAUSTED, ADMISSION_LIMIT)",
+        |s| &s.admission_limit,
+    ),
+];
+
 fn copied<T: Send + Sync + 'static>(
     sources: &[Source<T>],
     owner: &Arc<T>,
@@ -301,17 +336,20 @@ fn copied<T: Send + Sync + 'static>(
 
 impl NodeTelemetry {
     /// Handles for `shards` shards, reading the driver's counters from
-    /// `routing` and the transport's from `sent` and `received`.
+    /// `routing`, the transport's from `sent` and `received`, and the
+    /// pre-filter's from `prefilter`.
     pub fn new(
         shards: u32,
         routing: &Arc<Routing>,
         sent: &Arc<TransportCounters>,
         received: &Arc<ServiceCounters>,
+        prefilter: &Arc<PrefilterStats>,
     ) -> Self {
         let mut counters = Vec::new();
         copied(&DRIVER_COUNTERS, routing, &mut counters);
         copied(&SEND_COUNTERS, sent, &mut counters);
         copied(&RECEIVE_COUNTERS, received, &mut counters);
+        copied(&PREFILTER_COUNTERS, prefilter, &mut counters);
         describe_shard_gauges();
         NodeTelemetry {
             counters,
@@ -336,6 +374,7 @@ impl NodeTelemetry {
                 g.commit.set(s.commit as f64);
                 g.applied.set(s.applied as f64);
                 g.reservations.set(s.reservations as f64);
+                g.pending.set(s.pending as f64);
             }
         }
     }
@@ -363,5 +402,9 @@ fn describe_shard_gauges() {
     metrics::describe_gauge!(
         "holdfast_shard_reservations_retained",
         "reservations the shard's ledger retains: pending holds plus resolved ones still remembered for retries"
+    );
+    metrics::describe_gauge!(
+        "holdfast_shard_holds_pending",
+        "reservations of the shard pending on this node: held, not yet confirmed, released or expired"
     );
 }

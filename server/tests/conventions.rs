@@ -1,7 +1,8 @@
 //! The conventions every gRPC service follows (design §6), checked on real
 //! `holdfast-server` processes on 127.0.0.1: grpc.health.v1, server
 //! reflection, Prometheus metrics over HTTP, JSON logs, and a graceful stop
-//! on SIGTERM that lets an in-flight request finish.
+//! on SIGTERM that lets an in-flight request finish and hands leadership
+//! over.
 //!
 //! Every wait polls with a deadline; child processes are killed and reaped
 //! on drop (a stopped one too: SIGKILL ends a SIGSTOPped process).
@@ -485,6 +486,60 @@ async fn health_reflection_and_metrics_on_a_three_node_cluster() {
         assert!(metric(&page, "holdfast_shard_term", &[("shard", shard)]).is_some_and(|t| t > 0.0));
     }
     assert_eq!(metric(&page, "holdfast_health_serving", &[]), Some(1.0));
+
+    // Pending holds, the pre-filter's refusals and the batch sizes. Hold
+    // the other 99 units (r-1 holds one), then ask for one more as a first
+    // attempt: once node 1 has applied the hold, its own board refuses it.
+    until("the other 99 units held", || {
+        let mut inv = inventory.clone();
+        async move { inv.reserve(reserve_request("r-3", 99)).await.ok() }
+    })
+    .await;
+    let pending = |p: &str| {
+        ["0", "1"]
+            .iter()
+            .map(|shard| metric(p, "holdfast_shard_holds_pending", &[("shard", shard)]))
+            .sum::<Option<f64>>()
+    };
+    let page = until("node 1 refusing a sold-out first attempt itself", || {
+        let mut inv = inventory.clone();
+        let scrape = c.scrape(0);
+        async move {
+            let mut request = tonic::Request::new(reserve_request("r-sold-out", 1));
+            request
+                .metadata_mut()
+                .insert("x-holdfast-first-attempt", "1".parse().unwrap());
+            let refused = inv.reserve(request).await.expect_err("sold out");
+            assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+            scrape.await.filter(|p| {
+                metric(p, "holdfast_prefilter_sold_out_refusals_total", &[])
+                    .is_some_and(|v| v >= 1.0)
+                    && pending(p) == Some(2.0)
+            })
+        }
+    })
+    .await;
+    assert_eq!(
+        metric(&page, "holdfast_prefilter_admission_refusals_total", &[]),
+        Some(0.0),
+        "no first attempt met admission: the sold-out filter comes first"
+    );
+    let mut entries = 0.0;
+    for i in 0..3 {
+        let page = c.scrape(i).await.expect("a metrics page");
+        let count = metric(&page, "holdfast_driver_entry_commands_count", &[]).unwrap_or(0.0);
+        let sum = metric(&page, "holdfast_driver_entry_commands_sum", &[]).unwrap_or(0.0);
+        assert!(
+            sum >= count,
+            "node {}: {sum} commands in {count} entries",
+            i + 1
+        );
+        entries += count;
+    }
+    assert!(
+        entries >= 3.0,
+        "the leaders recorded the batch size of every entry they proposed (the location, the stock, three reserves): {entries}"
+    );
 }
 
 /// Design §6 graceful shutdown: SIGTERM turns health NOT_SERVING, refuses
@@ -577,6 +632,62 @@ async fn sigterm_lets_an_in_flight_reserve_finish_then_exits_zero() {
         panic!("node 1 did not exit within {EXIT_DEADLINE:?} of SIGTERM")
     });
     assert_eq!(status.code(), Some(0), "a graceful stop exits 0: {status}");
+}
+
+/// Design §6 graceful shutdown hands leadership over: a node leaving on
+/// SIGTERM transfers every shard it leads to a caught-up follower before
+/// it exits, so the others have a leader at once. The election timeout
+/// here is 6–12 s (200 ticks of 30 ms): had node 1 simply stopped, no
+/// follower could elect a leader for shard 0 within 6 s of its exit, and
+/// this test gives them 4 s. A write through a survivor then commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_leadership_over_before_exiting() {
+    const WITHIN: Duration = Duration::from_secs(4);
+    let mut c = Cluster::new(3, 1, Some("[raft]\nelection_ticks = 200\n"));
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    // Shard 0 prefers node 1: wait until every node knows node 1 leads it.
+    for i in 0..3 {
+        until(&format!("node {} to see node 1 lead", i + 1), || async {
+            (c.leader(i, 0).await == Some(1)).then_some(())
+        })
+        .await;
+    }
+    stock(&c, 1).await;
+
+    signal(c.child(0), libc::SIGTERM);
+    let mut leaving = c.children[0].take().expect("node 1");
+    let status = wait_exit(&mut leaving, EXIT_DEADLINE).unwrap_or_else(|| {
+        let _ = leaving.kill();
+        panic!("node 1 did not exit within {EXIT_DEADLINE:?} of SIGTERM")
+    });
+    let exited = Instant::now();
+    assert_eq!(status.code(), Some(0), "a graceful stop exits 0: {status}");
+    for i in 1..3 {
+        let leader = loop {
+            match c.leader(i, 0).await {
+                Some(l @ (2 | 3)) => break l,
+                seen => assert!(
+                    exited.elapsed() < WITHIN,
+                    "node {} still sees leader {seen:?} {:?} after node 1 exited",
+                    i + 1,
+                    exited.elapsed()
+                ),
+            }
+            tokio::time::sleep(POLL).await; // polling interval
+        };
+        assert_ne!(leader, 1);
+    }
+    let answer = tokio::time::timeout(
+        WITHIN,
+        InventoryClient::new(c.channel(1)).reserve(reserve_request("r-after-hand-off", 1)),
+    )
+    .await
+    .expect("a Reserve commits without waiting for an election")
+    .expect("the Reserve succeeds")
+    .into_inner();
+    assert_eq!(answer.allocations[0].available_after, 99);
 }
 
 /// `--log-format json`: every line on stderr is one JSON object with the

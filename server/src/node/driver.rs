@@ -21,7 +21,7 @@ use super::messages::{
     BatchProposeResult, Inbound, ProposeResult, ReadQuery, ReadResult, ShardStatus,
 };
 use super::shard::{PendingEntry, PendingRead, Shard};
-use super::stats::{DriverStats, FSYNC_SECONDS_METRIC};
+use super::stats::{DriverStats, ENTRY_COMMANDS_METRIC, FSYNC_SECONDS_METRIC};
 use super::waiters::{self, Reply};
 use super::{Routing, Transport};
 use crate::config::{NodeConfig, BATCH_COMMANDS_MAX};
@@ -31,11 +31,14 @@ use crate::log_codec;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use holdfast_engine::{Command, CommandKind, Engine, ExpireUpTo, RequestId};
 use holdfast_raft_store::{LogBatch, RaftDb};
-use raft::eraftpb::{ConfState, Entry, EntryType, Message, Snapshot, SnapshotMetadata};
+use raft::eraftpb::{
+    ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
+};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
+use tokio::sync::oneshot;
 use tracing::{debug, info, info_span, warn};
 
 /// Inbox messages handled per loop iteration at most, so that Ready
@@ -49,6 +52,13 @@ const READ_INDEX_RETRY: Duration = Duration::from_millis(300);
 /// How often (in ticks) a leader checks whether its shard should be led
 /// by its preferred node instead (leader balance).
 const BALANCE_EVERY_TICKS: u64 = 33;
+/// How long leader balance leaves a shard with the node it was handed to
+/// before giving it back to the node that handed it over, at least: that
+/// node may be shutting down (it then refuses transfers), and a leader
+/// keeps thinking a stopped peer active for up to two election timeouts
+/// (check quorum). The hold is the larger of this and four election
+/// timeouts.
+const BALANCE_HOLD: Duration = Duration::from_secs(10);
 
 /// Why a driver stopped. Every variant stops the node: continuing could
 /// apply garbage or acknowledge what is not durable.
@@ -123,6 +133,17 @@ pub struct Driver {
     /// Where each fsynced write's time goes for Prometheus (a no-op handle
     /// when no recorder was installed before the driver opened).
     fsync_seconds: metrics::Histogram,
+    /// Where each proposed entry's command count goes (same handle rule).
+    entry_commands: metrics::Histogram,
+    /// Set once the node is leaving (`Inbound::Leave`): it hands off every
+    /// shard it leads and answers here once it leads none.
+    leaving: Option<Leaving>,
+}
+
+/// A graceful shutdown under way.
+struct Leaving {
+    /// Answered (and taken) once this node leads no shard.
+    reply: Option<oneshot::Sender<()>>,
 }
 
 fn raft_logger() -> slog::Logger {
@@ -167,6 +188,8 @@ impl Driver {
             kept_events: EncodedEvents::default(),
             ticks: 0,
             fsync_seconds: metrics::histogram!(FSYNC_SECONDS_METRIC),
+            entry_commands: metrics::histogram!(ENTRY_COMMANDS_METRIC),
+            leaving: None,
         })
     }
 
@@ -239,6 +262,14 @@ impl Driver {
             },
             Inbound::Raft { shard, mut message } => {
                 if let Some(s) = self.shards.get_mut(shard as usize) {
+                    if message.get_msg_type() == MessageType::MsgTimeoutNow {
+                        if self.leaving.is_some() {
+                            // A leaving node takes no leadership; dropping
+                            // a message is always safe in Raft.
+                            return;
+                        }
+                        s.handed_over_by = Some((message.from, self.ticks));
+                    }
                     guard_heartbeat_commit(&s.raw, &mut message);
                     if let Err(e) = s.raw.step(message) {
                         debug!(shard, error = %e, "raft message refused");
@@ -270,10 +301,10 @@ impl Driver {
                     .and_then(|s| s.dump(items_max));
                 let _ = reply.send(dump);
             }
-            Inbound::TransferLeader { shard, to } => {
-                if let Some(s) = self.shards.get_mut(shard as usize) {
-                    s.raw.transfer_leader(to);
-                }
+            Inbound::Leave { reply } => {
+                info!("leaving: handing over the shards this node leads");
+                self.leaving = Some(Leaving { reply: Some(reply) });
+                self.hand_off_leaders();
             }
             Inbound::SnapshotStatus { shard, to, ok } => {
                 if let Some(s) = self.shards.get_mut(shard as usize) {
@@ -332,7 +363,9 @@ impl Driver {
 
     fn tick(&mut self, now: Instant) {
         self.ticks += 1;
-        if self.ticks % BALANCE_EVERY_TICKS == 0 {
+        if self.leaving.is_some() {
+            self.hand_off_leaders();
+        } else if self.ticks % BALANCE_EVERY_TICKS == 0 {
             self.balance_leaders();
         }
         let expire_every = Duration::from_millis(self.config.expire_tick_ms);
@@ -360,12 +393,21 @@ impl Driver {
     /// and move back to a node that rejoined and caught up.
     fn balance_leaders(&mut self) {
         let members: Vec<u64> = self.config.peers.keys().copied().collect();
+        let hold_ticks = (BALANCE_HOLD.as_millis() as u64 / self.config.raft.tick_ms.max(1))
+            .max(4 * self.config.raft.election_ticks as u64);
         for s in &mut self.shards {
             if s.raw.raft.state != StateRole::Leader {
                 continue;
             }
             let preferred = members[s.id as usize % members.len()];
             if preferred == self.config.id {
+                continue;
+            }
+            let held_for = |by: u64| {
+                s.handed_over_by
+                    .is_some_and(|(from, at)| from == by && self.ticks - at < hold_ticks)
+            };
+            if held_for(preferred) {
                 continue;
             }
             let last = s.raw.raft.raft_log.last_index();
@@ -382,6 +424,48 @@ impl Driver {
                     "handing leadership to the preferred node"
                 );
                 s.raw.transfer_leader(preferred);
+            }
+        }
+    }
+
+    /// While leaving: hands each shard this node leads to the follower that
+    /// has the most of the log (lowest id on a tie) among those recently
+    /// active, unless a transfer is under way; answers the leave request
+    /// once this node leads no shard it could hand over (a shard without an
+    /// active follower has nobody to go to). Raft sends `MsgTimeoutNow` once the
+    /// target has every entry, so nothing acknowledged is left behind, and
+    /// proposals arriving meanwhile are refused (retryable) by raft-rs.
+    fn hand_off_leaders(&mut self) {
+        let me = self.config.id;
+        let mut leading = 0;
+        for s in &mut self.shards {
+            if s.raw.raft.state != StateRole::Leader {
+                continue;
+            }
+            if s.raw.raft.lead_transferee.is_some() {
+                leading += 1;
+                continue;
+            }
+            let target = s
+                .raw
+                .raft
+                .prs()
+                .iter()
+                .filter(|&(&id, p)| id != me && p.recent_active)
+                .max_by_key(|&(&id, p)| (p.matched, std::cmp::Reverse(id)))
+                .map(|(&id, _)| id);
+            // No active follower (a one-node cluster, or the others are
+            // down): nobody to hand to, so nothing to wait for.
+            if let Some(to) = target {
+                leading += 1;
+                info!(shard = s.id, to, "leaving: handing leadership over");
+                s.raw.transfer_leader(to);
+            }
+        }
+        if leading == 0 {
+            if let Some(reply) = self.leaving.as_mut().and_then(|l| l.reply.take()) {
+                info!("leaving: this node leads no shard");
+                let _ = reply.send(());
             }
         }
     }
@@ -408,6 +492,7 @@ impl Driver {
                             &self.routing.stats.commands_proposed,
                             commands.len() as u64,
                         );
+                        self.entry_commands.record(commands.len() as f64);
                         let index = s.raw.raft.raft_log.last_index();
                         let term = s.raw.raft.term;
                         // UNSAFE, chaos tests only: predict the answers, to
@@ -702,6 +787,7 @@ fn shard_status(s: &Shard, with_digest: bool) -> ShardStatus {
         applied_term: s.applied_term,
         digest: with_digest.then(|| s.engine.state_digest()),
         reservations: s.engine.reservation_count(),
+        pending: s.engine.pending_count(),
     }
 }
 
@@ -784,6 +870,7 @@ fn open_shard(
         last_expire_check: Instant::now(),
         synced_term_vote: (0, 0),
         speculation: None,
+        handed_over_by: None,
     };
     let hs = shard.raw.raft.hard_state();
     shard.synced_term_vote = (hs.term, hs.vote);

@@ -69,12 +69,14 @@ pub enum Inbound {
         /// Where the answer goes.
         reply: oneshot::Sender<Option<ShardDump>>,
     },
-    /// Hand leadership of a shard to a peer.
-    TransferLeader {
-        /// The shard.
-        shard: u32,
-        /// The peer to lead it.
-        to: u64,
+    /// The node is shutting down: hand every shard it leads to a caught-up
+    /// follower, take no leadership back by transfer, and answer once it
+    /// leads no shard (design §6 graceful shutdown: the others need not
+    /// wait an election timeout). Dropping `reply` unanswered means the
+    /// driver stopped first.
+    Leave {
+        /// Answered once this node leads no shard.
+        reply: oneshot::Sender<()>,
     },
     /// From the transport: how a snapshot this node sent ended. The driver
     /// tells Raft (`report_snapshot`), so a leader's progress for `to`
@@ -276,6 +278,8 @@ pub struct ShardStatus {
     pub digest: Option<u128>,
     /// Reservations retained.
     pub reservations: usize,
+    /// Reservations pending (holds neither confirmed, released nor expired).
+    pub pending: usize,
 }
 
 /// Reservation ids stay engine-local inside the node; this is the pair the

@@ -167,6 +167,15 @@ impl NodeHandle {
         answer.await.map_err(|_| SubmitError::Stopped)
     }
 
+    /// Hands every shard this node leads to a caught-up follower (graceful
+    /// shutdown, `Inbound::Leave`); resolves once it leads none. Bound the
+    /// wait: with no follower reachable the hand-off cannot finish.
+    pub async fn leave(&self) -> Result<(), SubmitError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submit(Inbound::Leave { reply })?;
+        answer.await.map_err(|_| SubmitError::Stopped)
+    }
+
     /// Hands a request to the driver without blocking.
     pub fn submit(&self, msg: Inbound) -> Result<(), SubmitError> {
         self.inbox.try_send(msg).map_err(|e| match e {

@@ -95,6 +95,12 @@ pub struct Shard {
     /// the ledger as it will be once every entry this leader proposed is
     /// applied ([`crate::node::unsafe_early_ack`]).
     pub speculation: Option<super::unsafe_early_ack::Speculation>,
+    /// The node that handed this shard's leadership here (its
+    /// `MsgTimeoutNow`) and the driver tick it came at. Leader balance does
+    /// not hand the shard back to it for a while: a node that hands off
+    /// because it is leaving would refuse the transfer, and a refused
+    /// transfer stalls proposals until it times out.
+    pub handed_over_by: Option<(u64, u64)>,
 }
 
 impl Shard {

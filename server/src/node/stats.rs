@@ -15,6 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// a count and a sum.
 pub const FSYNC_SECONDS_METRIC: &str = "holdfast_driver_fsync_seconds";
 
+/// Prometheus histogram of client commands per proposed log entry: the
+/// batch size of design §5's batching, recorded like the fsync times. The
+/// counters below give its mean; the histogram shows whether entries carry
+/// one command or hundreds under the load at hand.
+pub const ENTRY_COMMANDS_METRIC: &str = "holdfast_driver_entry_commands";
+
 /// Totals since the node started. Each field counts one thing; rates come
 /// from the difference of two readings.
 #[derive(Debug, Default)]

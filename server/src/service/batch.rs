@@ -212,16 +212,9 @@ impl InventoryService {
         };
         let mut admitted = None;
         if first_attempt {
-            if let Some(refusal) = self.sold_out(shard, &item, policy) {
-                return plan.early.push((i, item_error(&refusal)));
-            }
-            if let Some(board) = self.node.routing.board(shard) {
-                if self.node.routing.leader(shard) == Some(self.node.id) {
-                    match self.admission.admit(&board, &item) {
-                        Ok(a) => admitted = Some(a),
-                        Err(s) => return plan.early.push((i, item_error(&s))),
-                    }
-                }
+            match self.prefilter(shard, &item, policy) {
+                Ok(a) => admitted = a,
+                Err(s) => return plan.early.push((i, item_error(&s))),
             }
         }
         let share = plan.local.entry(shard).or_insert_with(|| ShardShare {
