@@ -7,7 +7,10 @@
 //! It reports how many succeeded (exactly the units, or the ledger is
 //! wrong), when the last unit went, how the refusals split between the
 //! pre-filter, the ledger and admission (`RESOURCE_EXHAUSTED`), and the
-//! refusals' latency. A buyer whose attempt got no answer from the ledger
+//! refusals' latency, and every answer's latency. The floor takes part too:
+//! it echoes every buyer as sold, so it has no stock to judge, but its
+//! answer latency is what the transport alone allows for the same burst
+//! of calls. A buyer whose attempt got no answer from the ledger
 //! (a leader change under the rush) sends it again with the same request
 //! id, as the Rust client would, so every buyer's answer is the ledger's.
 
@@ -64,6 +67,10 @@ pub struct FlashResult {
     pub prefilter_latency: Summary,
     /// Latency of the admission refusals.
     pub shed_latency: Summary,
+    /// Latency of every buyer's final answer, whatever it was, from its
+    /// first attempt. On the floor (which answers at once) this is the
+    /// cost of the burst itself on this machine's transport.
+    pub answer_latency: Summary,
     /// The first error, if any.
     pub first_error: Option<String>,
 }
@@ -163,7 +170,7 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
 
 fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
     let (mut refusals, mut prefiltered, mut shed_h) = (histogram(), histogram(), histogram());
-    let mut refusal_calls = histogram();
+    let (mut refusal_calls, mut answered) = (histogram(), histogram());
     let mut result = FlashResult {
         system: system.to_string(),
         buyers,
@@ -182,6 +189,7 @@ fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
         refusal_call_latency: Summary::default(),
         prefilter_latency: Summary::default(),
         shed_latency: Summary::default(),
+        answer_latency: Summary::default(),
         first_error: None,
     };
     let mut sold_at = Vec::new();
@@ -191,6 +199,7 @@ fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
         result.all_answered_ms = result
             .all_answered_ms
             .max(b.answered_at.as_secs_f64() * 1e3);
+        record(&mut answered, b.latency);
         match &b.attempts.reply {
             Reply::Held(_) | Reply::Done => {
                 result.sold += 1;
@@ -221,6 +230,7 @@ fn summarise(system: &str, buyers: usize, answers: &[Buyer]) -> FlashResult {
     result.refusal_call_latency = Summary::of(&refusal_calls);
     result.prefilter_latency = Summary::of(&prefiltered);
     result.shed_latency = Summary::of(&shed_h);
+    result.answer_latency = Summary::of(&answered);
     result
 }
 
@@ -257,6 +267,8 @@ mod tests {
         assert_eq!(r.sold_out_ms, Some(5.0));
         assert_eq!(r.shed_resent, answers.len() as u64);
         assert!(r.refusal_latency.p99_ms > r.refusal_call_latency.p99_ms);
+        assert_eq!(r.answer_latency.count, answers.len() as u64);
+        assert!(r.answer_latency.max_ms >= r.refusal_latency.max_ms);
         answers.push(buyer(Reply::Held("0-oversold".into()), 5));
         assert!(!summarise("x", answers.len(), &answers).exact());
     }

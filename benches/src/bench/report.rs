@@ -322,6 +322,12 @@ pub fn aims(report: &Report, open_rate_aim: u64) -> Vec<Aim> {
     out
 }
 
+/// Whether a flash row is the floor's: an echo that "sells" every buyer,
+/// measured for the latency of the burst, never judged on its sales.
+fn floor(f: &FlashResult) -> bool {
+    f.system == SystemId::Floor.name()
+}
+
 fn ms(x: f64) -> String {
     format!("{x:.2}")
 }
@@ -415,16 +421,22 @@ pub fn markdown(report: &Report) -> String {
         }
     }
     if !report.flash.is_empty() {
-        let _ = writeln!(md, "\n## flash: buyers race for the units, each success confirms\n\n| system | buyers | units | sold | refused | by pre-filter | admission refusals resent | shed at deadline | errors | retries | sold out after ms | all answered ms | refusal p50 ms | refusal p99 ms | refusal call p99 ms | pre-filter p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(md, "\n## flash: buyers race for the units, each success confirms\n\n| system | buyers | units | sold | refused | by pre-filter | admission refusals resent | shed at deadline | errors | retries | sold out after ms | all answered ms | refusal p50 ms | refusal p99 ms | refusal call p99 ms | pre-filter p99 ms | any answer p99 ms |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for f in &report.flash {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {}{} | {} | {} ({:.0}%) | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {}{} | {} | {} ({:.0}%) | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
                 f.system,
                 f.buyers,
-                f.units,
+                if floor(f) { "-".to_string() } else { f.units.to_string() },
                 f.sold,
-                if f.exact() { "" } else { " **WRONG**" },
+                if floor(f) {
+                    " (echo)"
+                } else if f.exact() {
+                    ""
+                } else {
+                    " **WRONG**"
+                },
                 f.refused,
                 f.refused_by_prefilter,
                 100.0 * f.prefilter_share(),
@@ -437,7 +449,8 @@ pub fn markdown(report: &Report) -> String {
                 ms(f.refusal_latency.p50_ms),
                 ms(f.refusal_latency.p99_ms),
                 ms(f.refusal_call_latency.p99_ms),
-                ms(f.prefilter_latency.p99_ms)
+                ms(f.prefilter_latency.p99_ms),
+                ms(f.answer_latency.p99_ms)
             );
         }
     }
