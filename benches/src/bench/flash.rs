@@ -8,9 +8,9 @@
 //! wrong), when the last unit went, how the refusals split between the
 //! pre-filter, the ledger and admission (`RESOURCE_EXHAUSTED`), and the
 //! refusals' latency, and every answer's latency. The floor takes part too:
-//! it echoes every buyer as sold, so it has no stock to judge, but its
-//! answer latency is what the transport alone allows for the same burst
-//! of calls. A buyer whose attempt got no answer from the ledger
+//! it echoes every buyer as sold, so it has no stock to judge, and its
+//! buyers do not confirm; its answer latency is what the transport alone
+//! allows for the same burst of calls. A buyer whose attempt got no answer from the ledger
 //! (a leader change under the rush) sends it again with the same request
 //! id, as the Rust client would, so every buyer's answer is the ledger's.
 
@@ -18,6 +18,7 @@ use crate::bench::closed_loop::CALL_TIMEOUT;
 use crate::bench::grpc::Attempts;
 use crate::bench::scenario::{Line, FLASH_SKU, FLASH_UNITS, HOT_LOCATION};
 use crate::bench::stats::{histogram, record, Summary};
+use crate::bench::system::SystemId;
 use crate::bench::target::{Reply, Target};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -101,6 +102,9 @@ struct Buyer {
 /// Runs the sale on `target` with `buyers` buyers; request ids start with
 /// `tag`.
 pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> FlashResult {
+    // The floor's buyers do not confirm: its burst is the reserves alone,
+    // like a sale's, where only the few winners confirm.
+    let checkout = system != SystemId::Floor.name();
     let (go, ready) = tokio::sync::watch::channel(false);
     let order = vec![Line {
         sku: FLASH_SKU.to_string(),
@@ -128,7 +132,7 @@ pub async fn run(system: &str, target: &Target, buyers: usize, tag: &str) -> Fla
                 });
                 let latency = t.elapsed();
                 let mut confirm_failed = false;
-                if let Reply::Held(held) = &attempts.reply {
+                if let (true, Reply::Held(held)) = (checkout, &attempts.reply) {
                     let confirm = tokio::time::timeout(
                         CALL_TIMEOUT,
                         target.confirm(b, held, &format!("{id}-confirm")),
