@@ -6,9 +6,11 @@ server on 127.0.0.1 (data in a temp dir), waits for grpc.health.v1 to say
 SERVING, learns the Inventory service through server reflection, builds
 the request classes from the descriptors it got, and makes real calls:
 UpsertLocation, AdjustStock, Reserve (checked: an id and one allocation),
-a retry of the same Reserve (the same answer), and a Reserve with a bad
-quantity (INVALID_ARGUMENT naming the field). Exit 0 when every check
-holds, 1 with the reason otherwise.
+a retry of the same Reserve (the same answer), a Reserve with a bad
+quantity (INVALID_ARGUMENT naming the field) and one for more than there
+is (FAILED_PRECONDITION with a google.rpc.ErrorInfo: OUT_OF_STOCK, the SKU
+and the units available). Exit 0 when every check holds, 1 with the reason
+otherwise.
 
 Usage: python_client_check.py PATH_TO_HOLDFAST_SERVER
 """
@@ -18,15 +20,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-SERVICE = "holdfast.inventory.v1.Inventory"
-DEADLINE_S = 30
+from holdfast_grpc import INVENTORY as SERVICE
+from holdfast_grpc import callable_for, list_services, message_class, method, reflect, status_details, wait_serving
 
 
 def free_port():
@@ -35,67 +33,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_serving(channel):
-    stub = health_pb2_grpc.HealthStub(channel)
-    start = time.monotonic()
-    while time.monotonic() - start < DEADLINE_S:
-        try:
-            r = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1)
-            if r.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.05)  # polling interval
-    raise SystemExit("health never said SERVING")
-
-
-def reflect(channel):
-    """Every file descriptor the server gives for SERVICE, in a pool."""
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    listed = next(
-        stub.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-            timeout=5,
-        )
-    )
-    names = [s.name for s in listed.list_services_response.service]
-    if SERVICE not in names:
-        raise SystemExit(f"reflection does not list {SERVICE}: {names}")
-    answer = next(
-        stub.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE)]),
-            timeout=5,
-        )
-    )
-    pool = descriptor_pool.DescriptorPool()
-    files = [
-        descriptor_pb2.FileDescriptorProto.FromString(raw)
-        for raw in answer.file_descriptor_response.file_descriptor_proto
-    ]
-    added = set()
-    while len(added) < len(files):  # dependencies first
-        progress = False
-        for f in files:
-            if f.name not in added and all(d in added for d in f.dependency if d in {g.name for g in files}):
-                pool.Add(f)
-                added.add(f.name)
-                progress = True
-        if not progress:
-            raise SystemExit("reflection gave files whose dependencies are missing")
-    return pool, names
-
-
-def unary(channel, pool, method, **fields):
-    service = pool.FindServiceByName(SERVICE)
-    m = service.methods_by_name[method]
-    request_class = message_factory.GetMessageClass(m.input_type)
-    response_class = message_factory.GetMessageClass(m.output_type)
-    call = channel.unary_unary(
-        f"/{SERVICE}/{method}",
-        request_serializer=lambda r: r.SerializeToString(),
-        response_deserializer=response_class.FromString,
-    )
-    return call(request_class(**fields), timeout=10)
+def unary(channel, pool, name, **fields):
+    m = method(pool, f"{SERVICE}/{name}")
+    request = message_class(m.input_type)(**fields)
+    return callable_for(channel, m)(request, timeout=10)
 
 
 def check(what, ok):
@@ -119,7 +60,10 @@ def main():
             channel = grpc.insecure_channel(f"127.0.0.1:{port}")
             wait_serving(channel)
             check("health says SERVING", True)
-            pool, names = reflect(channel)
+            names = list_services(channel)
+            if SERVICE not in names:
+                raise SystemExit(f"reflection does not list {SERVICE}: {names}")
+            pool = reflect(channel)
             check(f"reflection lists {len(names)} services, {SERVICE} among them", True)
             unary(channel, pool, "UpsertLocation", request_id="py-loc", location="berlin", region="eu", priority=1)
             unary(channel, pool, "AdjustStock", request_id="py-stock", sku="PY-1", location="berlin", delta=10)
@@ -140,6 +84,22 @@ def main():
                 check(
                     f"a zero quantity is refused: {e.code().name}: {e.details()}",
                     e.code() == grpc.StatusCode.INVALID_ARGUMENT and "quantity" in e.details(),
+                )
+            too_many = dict(reserve, request_id="py-r2", lines=[dict(line, quantity=8)])
+            try:
+                unary(channel, pool, "Reserve", **too_many)
+                check("8 units of 7 are refused", False)
+            except grpc.RpcError as e:
+                infos = [d for name, d in status_details(e) if name == "google.rpc.ErrorInfo"]
+                check(
+                    f"8 units of 7 are refused: {e.code().name}, ErrorInfo "
+                    f"{infos[0].reason if infos else None} {dict(infos[0].metadata) if infos else {}}",
+                    e.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    and len(infos) == 1
+                    and infos[0].reason == "OUT_OF_STOCK"
+                    and infos[0].domain == "holdfast.dev"
+                    and infos[0].metadata["sku"] == "PY-1"
+                    and infos[0].metadata["available"] == "7",
                 )
         finally:
             proc.terminate()
