@@ -26,8 +26,9 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 const DEADLINE: Duration = Duration::from_secs(30);
-/// How long a node may take to exit after SIGTERM: the 5 s drain bound,
-/// the 2 s runtime stop, the driver's stop, and slack for a loaded host.
+/// How long a node may take to exit after SIGTERM: the 5 s drain bound, the
+/// 3 s hand-off bound, the 2 s runtime stop, the driver's stop, and slack
+/// for a loaded host.
 const EXIT_DEADLINE: Duration = Duration::from_secs(15);
 const INVENTORY: &str = "holdfast.inventory.v1.Inventory";
 /// Polling interval of every wait below.
@@ -152,6 +153,34 @@ impl Cluster {
         Channel::from_shared(self.addr(i))
             .expect("uri")
             .connect_lazy()
+    }
+
+    /// Three nodes of one shard with `[raft] election_ticks` set, started,
+    /// once every node knows node 1 (the shard's preferred node) leads.
+    async fn three_led_by_node_1(election_ticks: usize) -> Cluster {
+        let config = format!("[raft]\nelection_ticks = {election_ticks}\n");
+        let mut c = Cluster::new(3, 1, Some(&config));
+        for i in 0..3 {
+            c.spawn(i);
+        }
+        for i in 0..3 {
+            until(&format!("node {} to see node 1 lead", i + 1), || async {
+                (c.leader(i, 0).await == Some(1)).then_some(())
+            })
+            .await;
+        }
+        c
+    }
+
+    /// Waits for node `i`, already signalled, to exit (at most
+    /// [`EXIT_DEADLINE`]) and checks that it exited 0.
+    fn exits_zero(&mut self, i: usize) {
+        let mut child = self.children[i].take().expect("running");
+        let status = wait_exit(&mut child, EXIT_DEADLINE).unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("node {} did not exit within {EXIT_DEADLINE:?}", i + 1)
+        });
+        assert_eq!(status.code(), Some(0), "a graceful stop exits 0: {status}");
     }
 
     /// Node `i`'s health for `service`; `None` when it does not answer.
@@ -553,17 +582,7 @@ async fn health_reflection_and_metrics_on_a_three_node_cluster() {
 /// quorum) while its followers are stopped for a fraction of a second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_reserve_finish_then_exits_zero() {
-    let mut c = Cluster::new(3, 1, Some("[raft]\nelection_ticks = 100\n"));
-    for i in 0..3 {
-        c.spawn(i);
-    }
-    // Shard 0 prefers node 1: wait until every node knows node 1 leads it.
-    for i in 0..3 {
-        until(&format!("node {} to see node 1 lead", i + 1), || async {
-            (c.leader(i, 0).await == Some(1)).then_some(())
-        })
-        .await;
-    }
+    let mut c = Cluster::three_led_by_node_1(100).await;
     stock(&c, 0).await;
     until("node 1 SERVING", || async {
         (c.health(0, INVENTORY).await == Some(ServingStatus::Serving)).then_some(())
@@ -625,13 +644,7 @@ async fn sigterm_lets_an_in_flight_reserve_finish_then_exits_zero() {
         .expect("the in-flight Reserve finished with OK")
         .into_inner();
     assert_eq!(answer.allocations[0].available_after, 99);
-
-    let mut leader = c.children[0].take().expect("node 1");
-    let status = wait_exit(&mut leader, EXIT_DEADLINE).unwrap_or_else(|| {
-        let _ = leader.kill();
-        panic!("node 1 did not exit within {EXIT_DEADLINE:?} of SIGTERM")
-    });
-    assert_eq!(status.code(), Some(0), "a graceful stop exits 0: {status}");
+    c.exits_zero(0);
 }
 
 /// Design §6 graceful shutdown hands leadership over: a node leaving on
@@ -643,27 +656,12 @@ async fn sigterm_lets_an_in_flight_reserve_finish_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_leadership_over_before_exiting() {
     const WITHIN: Duration = Duration::from_secs(4);
-    let mut c = Cluster::new(3, 1, Some("[raft]\nelection_ticks = 200\n"));
-    for i in 0..3 {
-        c.spawn(i);
-    }
-    // Shard 0 prefers node 1: wait until every node knows node 1 leads it.
-    for i in 0..3 {
-        until(&format!("node {} to see node 1 lead", i + 1), || async {
-            (c.leader(i, 0).await == Some(1)).then_some(())
-        })
-        .await;
-    }
+    let mut c = Cluster::three_led_by_node_1(200).await;
     stock(&c, 1).await;
 
     signal(c.child(0), libc::SIGTERM);
-    let mut leaving = c.children[0].take().expect("node 1");
-    let status = wait_exit(&mut leaving, EXIT_DEADLINE).unwrap_or_else(|| {
-        let _ = leaving.kill();
-        panic!("node 1 did not exit within {EXIT_DEADLINE:?} of SIGTERM")
-    });
+    c.exits_zero(0);
     let exited = Instant::now();
-    assert_eq!(status.code(), Some(0), "a graceful stop exits 0: {status}");
     for i in 1..3 {
         let leader = loop {
             match c.leader(i, 0).await {
