@@ -249,3 +249,27 @@ pub async fn agreed_leader(
         tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
     }
 }
+
+/// The 0-based index of `shard`'s preferred node (the `shard mod n`-th by
+/// id, where leader balance moves the lead) once every one of the `n`
+/// nodes names it leader. A test that cuts a leader off needs this one: a
+/// leader that is not the preferred node may start a balance transfer
+/// (and drop proposals until it times out) at any moment.
+pub async fn settled_leader(c: &ProcessCluster, shard: u32, n: usize) -> usize {
+    let preferred = shard as usize % n;
+    let nodes: Vec<usize> = (0..n).collect();
+    let start = Instant::now();
+    loop {
+        let leader = agreed_leader(c, shard, &nodes, None).await;
+        if leader == preferred {
+            return leader;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "shard {shard}: node {} leads, not the preferred node {}",
+            leader + 1,
+            preferred + 1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // polling interval
+    }
+}
