@@ -364,13 +364,14 @@ impl InventoryService {
         r: &pb::ReserveRequest,
         policy: engine::FillPolicy,
     ) -> Result<Option<Admitted<'_>>, Status> {
-        if let Some(refusal) = self.sold_out(shard, r, policy) {
-            self.count_sold_out_refusal();
-            return Err(refusal);
-        }
+        // One board for both layers: one lookup, one applied state.
         let Some(board) = self.node.routing.board(shard) else {
             return Ok(None);
         };
+        if let Some(refusal) = sold_out(&board, r, policy) {
+            self.count_sold_out_refusal();
+            return Err(refusal);
+        }
         if self.node.routing.leader(shard) != Some(self.node.id) {
             return Ok(None);
         }
@@ -408,47 +409,56 @@ impl InventoryService {
         policy: engine::FillPolicy,
     ) -> Option<Status> {
         let board = self.node.routing.board(shard)?;
-        let mut sold_out = r.lines.iter().enumerate().filter_map(|(i, l)| {
-            board
-                .scarcity(&l.sku, l.location.as_deref())
-                .filter(|s| s.available <= 0)
-                .map(|s| (i, l, s))
-        });
-        let (line, l, s) = match policy {
-            engine::FillPolicy::AllOrNothing => sold_out.next()?,
-            engine::FillPolicy::Partial => {
-                let all: Vec<_> = sold_out.collect();
-                if all.len() < r.lines.len() {
-                    return None;
-                }
-                all.into_iter().next()?
-            }
-        };
-        let location = l.location.clone().unwrap_or_default();
-        Some(status::status(
-            Code::FailedPrecondition,
-            format!(
-                "lines[{line}]: {} of {} requested, none available at {} ({} held; as of log index {}; refused before the log)",
-                l.quantity,
-                l.sku,
-                if location.is_empty() { "every location" } else { &location },
-                s.held,
-                s.as_of_index
-            ),
-            "OUT_OF_STOCK",
-            &[
-                ("line", line.to_string()),
-                ("sku", l.sku.clone()),
-                ("location", location),
-                ("requested", l.quantity.to_string()),
-                ("available", s.available.max(0).to_string()),
-                ("held", s.held.to_string()),
-                ("as_of_index", s.as_of_index.to_string()),
-                ("prefilter", "true".into()),
-                ("stale", "true".into()),
-            ],
-        ))
+        sold_out(&board, r, policy)
     }
+}
+
+/// [`InventoryService::sold_out`] against `board`, a shard's stock board.
+fn sold_out(
+    board: &engine::StockBoard,
+    r: &pb::ReserveRequest,
+    policy: engine::FillPolicy,
+) -> Option<Status> {
+    let mut sold_out = r.lines.iter().enumerate().filter_map(|(i, l)| {
+        board
+            .scarcity(&l.sku, l.location.as_deref())
+            .filter(|s| s.available <= 0)
+            .map(|s| (i, l, s))
+    });
+    let (line, l, s) = match policy {
+        engine::FillPolicy::AllOrNothing => sold_out.next()?,
+        engine::FillPolicy::Partial => {
+            let all: Vec<_> = sold_out.collect();
+            if all.len() < r.lines.len() {
+                return None;
+            }
+            all.into_iter().next()?
+        }
+    };
+    let location = l.location.clone().unwrap_or_default();
+    Some(status::status(
+        Code::FailedPrecondition,
+        format!(
+            "lines[{line}]: {} of {} requested, none available at {} ({} held; as of log index {}; refused before the log)",
+            l.quantity,
+            l.sku,
+            if location.is_empty() { "every location" } else { &location },
+            s.held,
+            s.as_of_index
+        ),
+        "OUT_OF_STOCK",
+        &[
+            ("line", line.to_string()),
+            ("sku", l.sku.clone()),
+            ("location", location),
+            ("requested", l.quantity.to_string()),
+            ("available", s.available.max(0).to_string()),
+            ("held", s.held.to_string()),
+            ("as_of_index", s.as_of_index.to_string()),
+            ("prefilter", "true".into()),
+            ("stale", "true".into()),
+        ],
+    ))
 }
 
 /// Where an RPC was served.
